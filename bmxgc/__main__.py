@@ -1,0 +1,3 @@
+from bmxgc.cli import run
+
+run()

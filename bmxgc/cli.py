@@ -1,0 +1,162 @@
+"""The command line: parse arguments, call a command, render, map errors to exit codes.
+
+Nothing here decides anything; every command is a function in
+``bmxgc.commands`` that the Python API shares.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bmxgc import __version__
+from bmxgc.config import Config, load_config
+from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, BmxgcError
+
+OutputFormat = click.Choice(["text", "markdown", "json"])
+
+
+class _Context:
+    def __init__(self, config_path: str | None) -> None:
+        self.config_path = config_path
+
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+
+def _progress() -> Callable[[str, int], None] | None:
+    """A one-line counter on stderr, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def report(stage: str, count: int) -> None:
+        noun = "versions listed" if stage == "listing" else "rows read"
+        click.echo(f"\r{stage}: {count:,} {noun}   ", nl=False, err=True)
+
+    return report
+
+
+def _end_progress() -> None:
+    if sys.stderr.isatty():
+        click.echo("\r\033[K", nl=False, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    metavar="PATH",
+    help="Config file (default: env BMXGC_CONFIG, else ./bmxgc.toml).",
+)
+@click.version_option(__version__, prog_name="bmxgc")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Plan, review, apply and undo garbage collection of S3 objects."""
+    ctx.obj = _Context(config_path)
+
+
+@cli.command("plan")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the plan here instead of plans_dir.")
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 2 when the plan has orphans, 0 when it has none.",
+)
+@click.pass_obj
+def plan_command(obj: _Context, out: str | None, detailed_exitcode: bool) -> None:
+    """List the prefix, read the references, and write a plan of the orphans."""
+    from bmxgc.commands.plan import plan
+    from bmxgc.render import plan_text
+
+    try:
+        result = plan(obj.config(), out=out, progress=_progress())
+    finally:
+        _end_progress()
+    click.echo(plan_text(result.plan, result.path))
+    if detailed_exitcode and result.plan.stats.orphans:
+        sys.exit(EXIT_CHANGES)
+
+
+@cli.command("show")
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=OutputFormat, default="text", show_default=True)
+def show_command(plan_path: str, fmt: str) -> None:
+    """Render a plan file (offline): text, Markdown for a PR comment, or a JSON summary."""
+    from bmxgc.commands.inspect import verify
+    from bmxgc.render import plan_json_summary, plan_markdown, plan_text
+
+    plan = verify(plan_path)
+    renderers: dict[str, Callable[[Any], str]] = {
+        "text": lambda p: plan_text(p),
+        "markdown": plan_markdown,
+        "json": plan_json_summary,
+    }
+    click.echo(renderers[fmt](plan))
+
+
+@cli.command("verify")
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
+def verify_command(plan_path: str) -> None:
+    """Check a plan file offline: format_version, schema and plan_hash."""
+    from bmxgc.commands.inspect import verify
+    from bmxgc.render import verify_text
+
+    click.echo(verify_text(verify(plan_path), plan_path))
+
+
+@cli.command("diff")
+@click.argument("old_path", metavar="OLD_PLAN", type=click.Path(dir_okay=False))
+@click.argument("new_path", metavar="NEW_PLAN", type=click.Path(dir_okay=False))
+def diff_command(old_path: str, new_path: str) -> None:
+    """Show which orphans came and went between two plans, and how the stats moved."""
+    from bmxgc.commands.inspect import diff
+    from bmxgc.render import diff_text
+
+    click.echo(diff_text(diff(old_path, new_path)))
+
+
+@cli.command("demo")
+def demo_command() -> None:
+    """Replay the incident offline: local S3 on loopback, SQLite, plan."""
+    from bmxgc.demo import run_demo
+
+    sys.exit(run_demo(echo=click.echo))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one place that maps every failure to SPEC.md's exit codes."""
+    try:
+        cli.main(args=argv, prog_name="bmxgc", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        return EXIT_ERROR
+    except click.ClickException as exc:
+        # Usage errors exit 1: click's 2 would read as "orphans found" to CI.
+        exc.show()
+        return EXIT_ERROR
+    except BmxgcError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        for line in exc.details():
+            click.echo(line, err=True)
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        return 130
+    return EXIT_OK
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""The commands as plain functions: the Python API that the CLI renders."""

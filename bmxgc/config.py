@@ -1,0 +1,182 @@
+"""The TOML config: found, parsed, validated, and turned into one-line errors."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bmxgc.durations import parse_duration
+from bmxgc.errors import ConfigError
+
+CONFIG_ENV = "BMXGC_CONFIG"
+DATABASE_URL_ENV = "BMXGC_DATABASE_URL"
+DEFAULT_CONFIG = "bmxgc.toml"
+
+
+def _duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class S3Settings(_Strict):
+    bucket: str = Field(min_length=1)
+    prefix: str
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_not_empty(cls, prefix: str) -> str:
+        if not prefix.strip("/"):
+            raise ValueError(
+                "must name one prefix, e.g. \"books/\"; an empty prefix would scan the whole bucket"
+            )
+        return prefix
+
+
+class DatabaseSettings(_Strict):
+    url: str | None = None
+
+
+class ReferenceSource(_Strict):
+    name: str = Field(min_length=1)
+    query: str = Field(min_length=1)
+    keys: list[str] = Field(default_factory=lambda: ["{value}"], min_length=1)
+
+    @field_validator("keys")
+    @classmethod
+    def _templates_use_value(cls, keys: list[str]) -> list[str]:
+        for template in keys:
+            if "{value}" not in template:
+                raise ValueError(f"template {template!r} has no {{value}}; write e.g. \"books/{{value}}\"")
+            try:
+                template.format(value="x")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"template {template!r} is not valid: only {{value}} may appear in braces"
+                ) from exc
+        return keys
+
+
+class SafetySettings(_Strict):
+    max_orphan_ratio: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_deletes: int = Field(default=10_000, ge=0)
+    # 24h: an upload whose database row is written a little later (a retried
+    # transaction, a slow worker) must never look like an orphan.
+    min_age: Duration = "24h"
+    max_plan_age: Duration = "24h"
+    protect: list[str] = Field(default_factory=list)
+
+    @property
+    def min_age_delta(self) -> timedelta:
+        return parse_duration(self.min_age)
+
+    @property
+    def max_plan_age_delta(self) -> timedelta:
+        return parse_duration(self.max_plan_age)
+
+
+class Config(_Strict):
+    plans_dir: str = "plans"
+    s3: S3Settings
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    references: list[ReferenceSource] = Field(min_length=1)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
+    # Where the file was read from; relative plans_dir is resolved against it.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("references")
+    @classmethod
+    def _unique_names(cls, refs: list[ReferenceSource]) -> list[ReferenceSource]:
+        names = [r.name for r in refs]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"name {name!r} is used twice; give each source its own name")
+        return refs
+
+    @property
+    def plans_path(self) -> Path:
+        path = Path(self.plans_dir)
+        return path if path.is_absolute() else self.base_dir / path
+
+    def database_url(self) -> str:
+        """The URL to connect with: env ``BMXGC_DATABASE_URL`` wins over the file."""
+        url = os.environ.get(DATABASE_URL_ENV) or self.database.url
+        if not url:
+            raise ConfigError(
+                f"database.url: not set; set it in the config or in env {DATABASE_URL_ENV}"
+            )
+        return url
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """``--config``, else env ``BMXGC_CONFIG``, else ``./bmxgc.toml``."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get(CONFIG_ENV)
+    return Path(from_env) if from_env else Path(DEFAULT_CONFIG)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate a config file; every problem is a one-line ConfigError."""
+    config_path = find_config_path(path)
+    try:
+        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{config_path}: config file not found; pass --config PATH, set {CONFIG_ENV}, "
+            f"or create ./{DEFAULT_CONFIG}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{config_path}: cannot read the config file: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    return config_from_dict(raw, source=str(config_path), base_dir=config_path.parent)
+
+
+def config_from_dict(raw: dict[str, Any], *, source: str = "config", base_dir: Path = Path(".")) -> Config:
+    """Validate an already parsed config (the Python API's entry point)."""
+    if "base_dir" in raw:
+        raise ConfigError(f"{source}: base_dir: unknown key; remove it")
+    try:
+        return Config.model_validate({**raw, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first problem pydantic found, as ``key.path: what is wrong``."""
+    first = exc.errors()[0]
+    location = _dotted(first["loc"])
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key; check its spelling against the config reference"
+    elif kind == "missing":
+        message = "required but missing"
+    else:
+        message = str(first["msg"]).removeprefix("Value error, ")
+    more = len(exc.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{location}: {message}{suffix}"
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
+        else:
+            parts.append(item)
+    return ".".join(parts) or "(top level)"

@@ -1,0 +1,166 @@
+"""The keys the database keeps alive. The only module that imports SQLAlchemy.
+
+The database is opened read-only: PostgreSQL sessions start with
+``default_transaction_read_only`` and run in a READ ONLY transaction; SQLite
+files are opened with ``mode=ro``. Rows are streamed, never fetched whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from bmxgc.config import ReferenceSource
+from bmxgc.errors import ConfigError, ReferenceQueryError, ServiceError
+
+STREAM_ROWS = 5000
+# Query-string parameters that carry secrets in libpq and SQLAlchemy URLs.
+_SECRET_PARAMS = ("password", "sslpassword", "passfile")
+
+Progress = Callable[[int], None]
+
+
+def parse_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            "database.url: not a valid SQLAlchemy URL; write e.g. "
+            "postgresql+psycopg2://user@host:5432/db or sqlite:///path/to/app.db"
+        ) from None
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (and password-like parameters) removed."""
+    parsed = parse_url(url).set(password=None)
+    parsed = parsed.difference_update_query([p for p in parsed.query if p.lower() in _SECRET_PARAMS])
+    return parsed.render_as_string(hide_password=False)
+
+
+def _read_only_engine(url: str) -> Engine:
+    parsed = parse_url(url)
+    backend = parsed.get_backend_name()
+    try:
+        if backend == "sqlite":
+            database = parsed.database or ""
+            if not database or database == ":memory:":
+                raise ConfigError("database.url: an SQLite URL must name a database file")
+            if parsed.query.get("uri") == "true" or database.startswith("file:"):
+                raise ConfigError("database.url: write a plain sqlite:///path URL; bmxgc opens it read-only")
+            ro = URL.create("sqlite", database=f"file:{database}?mode=ro", query={"uri": "true"})
+            return create_engine(ro)
+        if backend == "postgresql":
+            return create_engine(
+                parsed,
+                connect_args={"options": "-c default_transaction_read_only=on"},
+                execution_options={"postgresql_readonly": True},
+            )
+        return create_engine(parsed)
+    except NoSuchModuleError:
+        raise ConfigError(f"database.url: no database driver for {parsed.drivername!r}") from None
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"database.url: cannot open {redact_url(url)}: {exc}") from None
+
+
+@dataclass
+class SourceResult:
+    """What one ``[[references]]`` source gave: its keys and what it skipped."""
+
+    name: str
+    rows: int = 0
+    skipped_null: int = 0
+    skipped_empty: int = 0
+    keys: set[str] = field(default_factory=set)
+
+
+@dataclass
+class References:
+    """All sources' results; ``keys`` is the union of the keys they keep alive."""
+
+    sources: list[SourceResult]
+
+    @property
+    def keys(self) -> set[str]:
+        union: set[str] = set()
+        for source in self.sources:
+            union |= source.keys
+        return union
+
+
+def expand(value: str, templates: Iterable[str]) -> list[str]:
+    """The S3 keys one database value keeps alive."""
+    return [template.replace("{value}", value) for template in templates]
+
+
+def read_references(
+    url: str, sources: Iterable[ReferenceSource], progress: Progress | None = None
+) -> References:
+    """Run every source's query read-only and collect the keys they keep alive."""
+    engine = _read_only_engine(url)
+    results: list[SourceResult] = []
+    try:
+        with engine.connect() as conn:
+            for source in sources:
+                results.append(_run_source(conn, source, progress))
+    except DBAPIError as exc:
+        # The driver's message can quote the URL; show only its first line,
+        # with the password removed, so no secret reaches a log.
+        raise ServiceError(
+            f"database {redact_url(url)}: {_first_line(exc.orig) if exc.orig else type(exc).__name__}; "
+            "check database.url, the network and the credentials"
+        ) from None
+    finally:
+        engine.dispose()
+    return References(sources=results)
+
+
+def _run_source(conn: Connection, source: ReferenceSource, progress: Progress | None) -> SourceResult:
+    result = SourceResult(name=source.name)
+    try:
+        with conn.begin():
+            rows = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(
+                text(source.query)
+            )
+            if len(rows.keys()) != 1:
+                raise ReferenceQueryError(
+                    f"references '{source.name}': the query returns {len(rows.keys())} columns; "
+                    "it must return exactly one text column"
+                )
+            for (value,) in rows:
+                result.rows += 1
+                if value is None:
+                    result.skipped_null += 1
+                    continue
+                if not isinstance(value, str):
+                    raise ReferenceQueryError(
+                        f"references '{source.name}': the query returned a {type(value).__name__} "
+                        f"({value!r}); it must return text: cast the column, e.g. col::text"
+                    )
+                if value == "":
+                    result.skipped_empty += 1
+                    continue
+                result.keys.update(expand(value, source.keys))
+                if progress is not None and result.rows % STREAM_ROWS == 0:
+                    progress(result.rows)
+    except DBAPIError as exc:
+        if exc.connection_invalidated or _is_connection_error(exc):
+            raise
+        raise ReferenceQueryError(
+            f"references '{source.name}': the query failed: {_first_line(exc.orig)}; "
+            "fix the query (it runs read-only)"
+        ) from None
+    except SQLAlchemyError as exc:
+        raise ReferenceQueryError(f"references '{source.name}': the query failed: {_first_line(exc)}") from None
+    return result
+
+
+def _is_connection_error(exc: DBAPIError) -> bool:
+    return type(exc.orig).__name__ in ("OperationalError", "InterfaceError") and "connect" in str(exc.orig)
+
+
+def _first_line(exc: object) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

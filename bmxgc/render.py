@@ -1,0 +1,158 @@
+"""Turning results into text for people: plain terminal text and Markdown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bmxgc.commands.inspect import PlanDiff, summary
+from bmxgc.model import Plan
+
+
+def human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def percent(ratio: float) -> str:
+    return f"{ratio * 100:.1f}%"
+
+
+def _stat_lines(plan: Plan) -> list[str]:
+    s = plan.stats
+    return [
+        f"  objects scanned      {s.objects_scanned:>10,}   {human_bytes(s.bytes_scanned)}",
+        f"  referenced keys      {s.referenced_keys:>10,}   found under prefix {s.referenced_found:,}, "
+        f"dangling {s.dangling_references:,}, outside prefix {s.referenced_outside_prefix:,}",
+        f"  left out             {s.skipped_young + s.skipped_protected:>10,}   "
+        f"younger than {plan.safety.min_age} {s.skipped_young:,}, protected {s.skipped_protected:,}",
+        f"  orphans              {s.orphans:>10,}   {human_bytes(s.orphan_bytes)}, "
+        f"ratio {percent(s.orphan_ratio)} (max {percent(plan.safety.max_orphan_ratio)})",
+    ]
+
+
+def plan_text(plan: Plan, path: Path | str | None = None) -> str:
+    """The plan as an operator reads it: warnings, counts, samples, verdict."""
+    lines: list[str] = []
+    if plan.warnings:
+        lines.append(f"Warnings ({len(plan.warnings)}):")
+        lines += [f"  ! {w}" for w in plan.warnings]
+        lines.append("")
+    lines.append(
+        f"Scanned s3://{plan.bucket}/{plan.prefix} (versioning: {plan.bucket_versioning}) "
+        f"against {plan.database}"
+    )
+    lines += _stat_lines(plan)
+    lines.append("")
+    if plan.sample_orphan_keys:
+        lines.append(f"Sample orphan keys ({len(plan.sample_orphan_keys)} of {plan.stats.orphans:,}):")
+        lines += [f"  - {key}" for key in plan.sample_orphan_keys]
+        lines.append("")
+    lines.append(f"Plan: {plan.stats.orphans:,} to delete.")
+    if path is not None:
+        lines.append("")
+        lines.append(f"Saved:  {path}")
+    lines.append(f"Hash:   {plan.plan_hash}")
+    lines.append(f"Made:   {plan.created_at}")
+    if path is not None and plan.stats.orphans:
+        lines.append("")
+        lines.append(f"Review it with 'bmxgc show {path}', then: bmxgc apply {path}")
+    return "\n".join(lines)
+
+
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell or inline code."""
+    return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")
+
+
+def plan_markdown(plan: Plan) -> str:
+    """A pull-request comment: verdict, summary table, warnings, samples, hash."""
+    s = plan.stats
+    lines = [
+        f"### bmxgc plan: {s.orphans:,} to delete from `s3://{_md(plan.bucket)}/{_md(plan.prefix)}`",
+        "",
+    ]
+    if plan.warnings:
+        lines.append(f"> [!WARNING]\n> {len(plan.warnings)} warning(s): read them before approving.")
+        lines.append("")
+        lines += [f"- ⚠️ {_md(w)}" for w in plan.warnings]
+        lines.append("")
+    else:
+        lines += ["No warnings.", ""]
+    rows: list[tuple[str, str]] = [
+        ("objects scanned", f"{s.objects_scanned:,} ({human_bytes(s.bytes_scanned)})"),
+        ("referenced keys", f"{s.referenced_keys:,}"),
+        ("found under prefix", f"{s.referenced_found:,}"),
+        ("dangling references", f"{s.dangling_references:,}"),
+        ("skipped: younger than " + plan.safety.min_age, f"{s.skipped_young:,}"),
+        ("skipped: protected", f"{s.skipped_protected:,}"),
+        ("**orphans**", f"**{s.orphans:,}** ({human_bytes(s.orphan_bytes)})"),
+        ("orphan ratio", f"{percent(s.orphan_ratio)} (max {percent(plan.safety.max_orphan_ratio)})"),
+        ("bucket versioning", plan.bucket_versioning),
+        ("database", f"`{_md(plan.database)}`"),
+    ]
+    lines += ["| | |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in rows]
+    lines.append("")
+    lines.append("**Sources**")
+    lines.append("")
+    for ref in plan.references:
+        templates = ", ".join(f"`{_md(t)}`" for t in ref.keys)
+        lines.append(f"- `{_md(ref.name)}`: `{_md(ref.query)}` → {templates} ({ref.rows:,} rows)")
+    lines.append("")
+    if plan.sample_orphan_keys:
+        lines.append(
+            f"<details><summary>Sample orphan keys ({len(plan.sample_orphan_keys)} of {s.orphans:,})"
+            "</summary>\n"
+        )
+        lines += ["```"] + [k.replace("```", "'''") for k in plan.sample_orphan_keys] + ["```", ""]
+        lines.append("</details>")
+        lines.append("")
+    lines.append(f"Hash `{plan.plan_hash}`, made {plan.created_at} by bmxgc {plan.bmxgc_version}.")
+    return "\n".join(lines)
+
+
+def plan_json_summary(plan: Plan) -> str:
+    return json.dumps(summary(plan), indent=2, ensure_ascii=False)
+
+
+def verify_text(plan: Plan, path: Path | str) -> str:
+    return (
+        f"OK: {path} is an intact format_version {plan.format_version} plan "
+        f"({plan.stats.orphans:,} orphans in s3://{plan.bucket}/{plan.prefix}, {plan.plan_hash})"
+    )
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def diff_text(result: PlanDiff, shown: int = 50) -> str:
+    lines: list[str] = []
+    if result.changes:
+        lines.append("Summary changes:")
+        lines += [f"  {c.path}: {_short(c.old)} -> {_short(c.new)}" for c in result.changes]
+        lines.append("")
+    for sign, label, items in (("+", "new orphans", result.added), ("-", "no longer orphans", result.removed)):
+        if items:
+            lines.append(f"{label} ({len(items):,}):")
+            lines += [f"  {sign} {o.key}" for o in items[:shown]]
+            if len(items) > shown:
+                lines.append(f"  ... and {len(items) - shown:,} more")
+            lines.append("")
+    if result.changed:
+        lines.append(f"orphans with another version or ETag ({len(result.changed):,}):")
+        lines += [
+            f"  ~ {old.key}: {old.version_id} -> {new.version_id}" for old, new in result.changed[:shown]
+        ]
+        lines.append("")
+    lines.append(
+        f"Diff: {len(result.added):,} added, {len(result.removed):,} removed, "
+        f"{len(result.changed):,} changed."
+    )
+    return "\n".join(lines)
