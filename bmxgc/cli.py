@@ -120,6 +120,76 @@ def diff_command(old_path: str, new_path: str) -> None:
     click.echo(diff_text(diff(old_path, new_path)))
 
 
+def _ask_yes() -> Callable[[str], bool] | None:
+    """Terraform's consent: only 'yes' approves; None when there is no terminal."""
+    if not sys.stdin.isatty():
+        return None
+
+    def confirm(summary: str) -> bool:
+        click.echo(summary)
+        click.echo("\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n")
+        answer: str = click.prompt("  Enter a value", default="", show_default=False)
+        return answer.strip() == "yes"
+
+    return confirm
+
+
+def _ratio(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise click.BadParameter(f"{value} is outside 0..1")
+    return value
+
+
+@cli.command("apply")
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
+@click.option("--auto-approve", is_flag=True, help="Do not ask for 'yes' (for CI).")
+@click.option(
+    "--max-orphan-ratio",
+    type=float,
+    callback=_ratio,
+    metavar="R",
+    help="Allow this orphan ratio for this run (recorded in the receipt).",
+)
+@click.pass_obj
+def apply_command(obj: _Context, plan_path: str, auto_approve: bool, max_orphan_ratio: float | None) -> None:
+    """Re-verify a plan against live S3 and the database, then delete reversibly."""
+    from bmxgc.commands.apply import apply
+    from bmxgc.render import apply_text
+
+    result = apply(
+        obj.config(),
+        plan_path,
+        auto_approve=auto_approve,
+        max_orphan_ratio=max_orphan_ratio,
+        confirm=_ask_yes(),
+    )
+    click.echo(apply_text(result))
+
+
+@cli.command("undo")
+@click.argument("receipt_path", metavar="[RECEIPT]", required=False, type=click.Path(dir_okay=False))
+@click.option("--auto-approve", is_flag=True, help="Do not ask for 'yes'.")
+@click.pass_obj
+def undo_command(obj: _Context, receipt_path: str | None, auto_approve: bool) -> None:
+    """Restore exactly what an apply deleted (the newest receipt if none is named)."""
+    from bmxgc.commands.undo import undo
+    from bmxgc.render import undo_text
+
+    result = undo(obj.config(), receipt_path, auto_approve=auto_approve, confirm=_ask_yes())
+    click.echo(undo_text(result))
+
+
+@cli.command("unlock")
+@click.option("--auto-approve", is_flag=True, help="Do not ask for 'yes'.")
+@click.pass_obj
+def unlock_command(obj: _Context, auto_approve: bool) -> None:
+    """Break the lock on the configured bucket and prefix (shows who holds it first)."""
+    from bmxgc.commands.unlock import unlock
+
+    message = unlock(obj.config(), auto_approve=auto_approve, confirm=_ask_yes())
+    click.echo(message)
+
+
 @cli.command("demo")
 def demo_command() -> None:
     """Replay the incident offline: local S3 on loopback, SQLite, plan."""

@@ -84,4 +84,8 @@ class DriftError(GateRefused):
 
 
 class PartialFailure(BmxgcError):
-    """Apply or undo finished, but some keys failed. Exit 1."""
+    """Apply or undo finished, but some keys failed. Exit 1; ``result`` says what was done."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from bmxgc import __version__
 from bmxgc.config import ReferenceSource, SafetySettings
 from bmxgc.model import (
-    FORMAT_VERSION,
     ObjectVersion,
     Plan,
     ReferenceSummary,
@@ -106,7 +105,7 @@ def build_plan(
         versions_listed=versions,
     )
     draft = Plan(
-        format_version=FORMAT_VERSION,
+        format_version=1,
         bmxgc_version=__version__,
         created_at=rfc3339(now),
         plan_hash=_PLACEHOLDER_HASH,

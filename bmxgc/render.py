@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bmxgc.commands.apply import ApplyResult
 from bmxgc.commands.inspect import PlanDiff, summary
+from bmxgc.commands.undo import UndoResult
 from bmxgc.model import Plan
 
 
@@ -155,4 +157,35 @@ def diff_text(result: PlanDiff, shown: int = 50) -> str:
         f"Diff: {len(result.added):,} added, {len(result.removed):,} removed, "
         f"{len(result.changed):,} changed."
     )
+    return "\n".join(lines)
+
+
+def apply_text(result: ApplyResult) -> str:
+    receipt = result.receipt
+    lines = [
+        f"Apply complete! {len(receipt.deleted):,} deleted, {len(receipt.errors):,} failed "
+        f"(s3://{receipt.bucket}/{receipt.prefix}, plan {receipt.plan_hash[:19]}...).",
+        f"Receipt: {result.receipt_path}",
+    ]
+    if receipt.overrides:
+        lines.append("Overrides: " + ", ".join(f"{k}={v}" for k, v in receipt.overrides.items()))
+    if receipt.undo_until:
+        lines.append(f"Undo possible until {receipt.undo_until} (a lifecycle rule expires noncurrent versions).")
+    else:
+        lines.append("Undo possible until the delete markers or old versions are removed (no lifecycle rule expires them).")
+    lines.append(f"To take it back: bmxgc undo {result.receipt_path}")
+    return "\n".join(lines)
+
+
+def undo_text(result: UndoResult) -> str:
+    lines = [
+        f"Undo complete! {len(result.restored):,} restored, {len(result.skipped):,} left alone, "
+        f"{len(result.already_restored):,} already restored, {len(result.errors):,} failed.",
+    ]
+    if result.skipped:
+        lines.append("Left alone:")
+        lines += [f"  {s.key}: {s.reason}" for s in result.skipped[:20]]
+        if len(result.skipped) > 20:
+            lines.append(f"  ... and {len(result.skipped) - 20:,} more")
+    lines.append(f"Record: {result.record_path}")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from bmxgc.errors import ServiceError
 from bmxgc.model import VersionEntry
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3 import S3Client as S3Client
 else:
     S3Client = Any
 
@@ -156,18 +156,26 @@ class DeleteOutcome:
 
 
 def delete_batch(
-    client: S3Client, bucket: str, objects: Sequence[tuple[str, str | None]]
+    client: S3Client, bucket: str, objects: Sequence[tuple[str, str | None, str | None]]
 ) -> DeleteOutcome:
-    """One DeleteObjects request for up to 1,000 ``(key, version_id or None)``.
+    """One DeleteObjects request for up to 1,000 ``(key, version_id, etag)``.
 
     Without a version id S3 writes a delete marker (reversible); with one it
     removes exactly that version (undo uses this on the markers it wrote).
+    With an ETag, S3 deletes only if the current version still has it (real
+    S3 since 2025; moto ignores it), closing the gap between the drift check
+    and the delete.
     """
     if len(objects) > MAX_KEYS_PER_REQUEST:
         raise ValueError(f"at most {MAX_KEYS_PER_REQUEST} keys per DeleteObjects request")
-    entries: list[Any] = [
-        {"Key": key, "VersionId": vid} if vid is not None else {"Key": key} for key, vid in objects
-    ]
+    entries: list[Any] = []
+    for key, version_id, etag in objects:
+        entry: dict[str, str] = {"Key": key}
+        if version_id is not None:
+            entry["VersionId"] = version_id
+        if etag:
+            entry["ETag"] = f'"{etag}"'
+        entries.append(entry)
     try:
         answer = client.delete_objects(Bucket=bucket, Delete={"Objects": entries, "Quiet": False})
     except (ClientError, BotoCoreError) as exc:

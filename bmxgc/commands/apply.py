@@ -1,0 +1,177 @@
+"""``bmxgc apply``: re-verify a plan against live state, then delete reversibly.
+
+The gates run in SPEC.md's order; the first that doubts refuses, and nothing
+in the bucket has changed. Deletion writes delete markers (no version ids),
+in batches of up to 1,000, with the receipt written ahead of every batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from bmxgc import gates, lock, s3
+from bmxgc.config import Config, ReferenceSource
+from bmxgc.drift import find_drift, group_by_key
+from bmxgc.errors import DriftError, GateRefused, PartialFailure, ServiceError
+from bmxgc.model import DeletedEntry, KeyFailure, ObjectVersion, Plan, Receipt, rfc3339, utc_now
+from bmxgc.planfile import load_plan
+from bmxgc.receipt import Journal, receipt_path_for
+from bmxgc.references import read_references, redact_url
+
+# confirm(summary) -> True only if the operator typed "yes".
+Confirm = Callable[[str], bool]
+# progress(deleted so far, total)
+DeleteProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    plan: Plan
+    receipt: Receipt
+    receipt_path: Path
+
+    @property
+    def deleted(self) -> int:
+        return len(self.receipt.deleted)
+
+
+def apply(
+    config: Config,
+    plan_path: str | os.PathLike[str],
+    *,
+    auto_approve: bool = False,
+    max_orphan_ratio: float | None = None,
+    confirm: Confirm | None = None,
+    now: datetime | None = None,
+    client: s3.S3Client | None = None,
+    progress: DeleteProgress | None = None,
+) -> ApplyResult:
+    """Apply a reviewed plan. Raises GateRefused (exit 3) on any doubt,
+    PartialFailure (exit 1) when some keys could not be deleted."""
+    plan_file = Path(plan_path)
+    plan = load_plan(plan_file)  # gate 1: integrity
+    database_url = config.database_url()
+    gates.check_environment(plan, config, redact_url(database_url))  # gate 2
+    gates.check_freshness(plan, config, now or utc_now())  # gate 3
+    gates.check_scope(plan, config)  # gate 4
+    limits = gates.volume_limits(plan, config, max_orphan_ratio)
+    gates.check_volume(plan, limits)  # gate 5
+    receipt_path = receipt_path_for(config.plans_path, plan_file)
+    if receipt_path.exists():
+        raise GateRefused(
+            "integrity",
+            f"{receipt_path} exists: this plan was applied before; run 'bmxgc undo {receipt_path}' "
+            "to take it back, or plan again",
+        )
+    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
+    sources = _sources(plan, config)
+    with lock.held(client, plan.bucket, plan.prefix, command="apply", plan_hash=plan.plan_hash):  # gate 6
+        gates.check_versioning(s3.versioning_status(client, plan.bucket), plan.bucket)  # gate 7
+        _check_drift(client, plan, database_url, sources)  # gate 8
+        if not auto_approve:  # gate 9
+            if confirm is None:
+                raise GateRefused(
+                    "consent",
+                    "no terminal to ask for approval; pass --auto-approve to apply without asking",
+                )
+            if not confirm(_consent_summary(plan)):
+                raise GateRefused("consent", "apply cancelled: only 'yes' approves")
+            # Time passed at the prompt: look again just before deleting.
+            _check_drift(client, plan, database_url, sources)
+        undo_days = s3.noncurrent_expiry_days(client, plan.bucket, plan.prefix)
+        undo_until = rfc3339(utc_now() + timedelta(days=undo_days)) if undo_days is not None else None
+        journal = Journal.create(
+            receipt_path,
+            kind="apply",
+            plan_hash=plan.plan_hash,
+            bucket=plan.bucket,
+            prefix=plan.prefix,
+            overrides=dict(limits.overrides),
+            undo_until=undo_until,
+        )
+        _delete_all(client, plan, journal, progress)
+    result = ApplyResult(plan=plan, receipt=journal.receipt, receipt_path=receipt_path)
+    if journal.receipt.errors:
+        raise PartialFailure(
+            f"{len(journal.receipt.errors):,} of {len(plan.orphans):,} objects could not be deleted "
+            f"(see 'errors' in {receipt_path}); {len(journal.receipt.deleted):,} were. Plan again and "
+            f"apply to retry the rest, or run 'bmxgc undo {receipt_path}' to restore what was deleted",
+            result,
+        )
+    return result
+
+
+def _sources(plan: Plan, config: Config) -> list[ReferenceSource]:
+    """The plan's sources and today's, without repeats: a key either keeps alive is live."""
+    seen: dict[tuple[str, tuple[str, ...]], ReferenceSource] = {}
+    planned = [ReferenceSource(name=r.name, query=r.query, keys=list(r.keys)) for r in plan.references]
+    for source in [*planned, *config.references]:
+        seen.setdefault((source.query, tuple(source.keys)), source)
+    return list(seen.values())
+
+
+def _check_drift(client: s3.S3Client, plan: Plan, database_url: str, sources: Sequence[ReferenceSource]) -> None:
+    planned = {o.key for o in plan.orphans}
+    live = group_by_key(s3.list_versions(client, plan.bucket, plan.prefix), planned)
+    references = read_references(database_url, sources)
+    referenced_now = {
+        key: result.name for result in references.sources for key in result.keys if key in planned
+    }
+    offences = find_drift(plan.orphans, live, referenced_now)
+    if offences:
+        raise DriftError(offences)
+
+
+def _consent_summary(plan: Plan) -> str:
+    s = plan.stats
+    return (
+        f"bmxgc will delete {s.orphans:,} objects ({s.orphan_bytes:,} bytes) from "
+        f"s3://{plan.bucket}/{plan.prefix}, plan {plan.plan_hash}.\n"
+        "Each becomes a delete marker; 'bmxgc undo' restores them."
+    )
+
+
+def _delete_all(
+    client: s3.S3Client, plan: Plan, journal: Journal, progress: DeleteProgress | None
+) -> None:
+    orphans = plan.orphans
+    done = 0
+    try:
+        for start in range(0, len(orphans), s3.MAX_KEYS_PER_REQUEST):
+            batch = orphans[start : start + s3.MAX_KEYS_PER_REQUEST]
+            journal.intend(batch)
+            outcome = s3.delete_batch(client, plan.bucket, [(o.key, None, o.etag) for o in batch])
+            deleted, errors = _outcome_entries(batch, outcome)
+            journal.record(deleted, errors)
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(orphans))
+    except (ServiceError, KeyboardInterrupt):
+        # The batch in flight stays 'pending' in the receipt: undo finds its markers.
+        journal.finish(failed=True)
+        raise
+    journal.finish()
+
+
+def _outcome_entries(
+    batch: Sequence[ObjectVersion], outcome: s3.DeleteOutcome
+) -> tuple[list[DeletedEntry], list[KeyFailure]]:
+    by_key = {o.key: o for o in batch}
+    deleted = [
+        DeletedEntry(key=key, version_id=by_key[key].version_id, delete_marker_version_id=marker)
+        for key, _sent, marker in outcome.deleted
+        if key in by_key and marker
+    ]
+    errors = [KeyFailure(key=key, code=code, message=message) for key, code, message in outcome.errors]
+    answered = {d.key for d in deleted} | {e.key for e in errors}
+    # A key S3 neither deleted with a marker nor reported as failed is a doubt.
+    errors += [
+        KeyFailure(key=o.key, code="NoDeleteMarker", message="S3 did not report a delete marker")
+        for o in batch
+        if o.key not in answered
+    ]
+    return deleted, errors

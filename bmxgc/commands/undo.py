@@ -1,0 +1,137 @@
+"""``bmxgc undo``: make current again exactly what an apply deleted."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bmxgc import lock, s3
+from bmxgc.config import Config
+from bmxgc.drift import group_by_key
+from bmxgc.errors import GateRefused, PartialFailure, PlanFileError, ServiceError
+from bmxgc.model import Receipt, rfc3339, utc_now
+from bmxgc.receipt import load_receipt, newest_receipt, undo_record_path, who, write_json_atomically
+from bmxgc.restore import Restore, RestorePlan, Skip, plan_undo
+
+Confirm = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class UndoResult:
+    receipt_path: Path
+    record_path: Path
+    restored: list[Restore]
+    skipped: list[Skip]
+    already_restored: list[str]
+    errors: list[tuple[str, str, str]]
+
+
+def undo(
+    config: Config,
+    receipt_path: str | os.PathLike[str] | None = None,
+    *,
+    auto_approve: bool = False,
+    confirm: Confirm | None = None,
+    client: s3.S3Client | None = None,
+) -> UndoResult:
+    """Restore what the receipt's apply deleted (the newest receipt if none is named)."""
+    path = Path(receipt_path) if receipt_path is not None else newest_receipt(config.plans_path)
+    receipt = load_receipt(path)
+    if (receipt.bucket, receipt.prefix) != (config.s3.bucket, config.s3.prefix):
+        raise GateRefused(
+            "environment",
+            f"{path} is for s3://{receipt.bucket}/{receipt.prefix}, the config for "
+            f"s3://{config.s3.bucket}/{config.s3.prefix}; use the config the apply used",
+        )
+    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
+    with lock.held(client, receipt.bucket, receipt.prefix, command="undo", plan_hash=receipt.plan_hash):
+        decided = _decide(client, receipt)
+        if decided.restores and not auto_approve:
+            if confirm is None:
+                raise GateRefused(
+                    "consent", "no terminal to ask for approval; pass --auto-approve to undo without asking"
+                )
+            summary = (
+                f"bmxgc will restore {len(decided.restores):,} objects in s3://{receipt.bucket}/"
+                f"{receipt.prefix} by removing the delete markers apply wrote "
+                f"({len(decided.skips):,} left alone, {len(decided.already_restored):,} already restored)."
+            )
+            if not confirm(summary):
+                raise GateRefused("consent", "undo cancelled: only 'yes' approves")
+        errors = _remove_markers(client, receipt.bucket, decided.restores)
+    failed = {key for key, _code, _msg in errors}
+    restored = [r for r in decided.restores if r.key not in failed]
+    record = undo_record_path(path)
+    _append_record(record, path, receipt, restored, decided, errors)
+    result = UndoResult(path, record, restored, decided.skips, decided.already_restored, errors)
+    if errors:
+        raise PartialFailure(
+            f"{len(errors):,} objects could not be restored (see {record}); run 'bmxgc undo {path}' "
+            "again: it restores only what is still deleted",
+            result,
+        )
+    return result
+
+
+def _decide(client: s3.S3Client, receipt: Receipt) -> RestorePlan:
+    keys = {e.key for e in receipt.deleted} | {k.key for b in receipt.pending for k in b.keys}
+    live = group_by_key(s3.list_versions(client, receipt.bucket, receipt.prefix), keys)
+    return plan_undo(receipt, live)
+
+
+def _remove_markers(client: s3.S3Client, bucket: str, restores: list[Restore]) -> list[tuple[str, str, str]]:
+    errors: list[tuple[str, str, str]] = []
+    for start in range(0, len(restores), s3.MAX_KEYS_PER_REQUEST):
+        batch = restores[start : start + s3.MAX_KEYS_PER_REQUEST]
+        try:
+            outcome = s3.delete_batch(client, bucket, [(r.key, r.marker_version_id, None) for r in batch])
+        except ServiceError as exc:
+            errors += [(r.key, "RequestFailed", str(exc)) for r in batch]
+            continue
+        errors += outcome.errors
+    return errors
+
+
+def _append_record(
+    record: Path,
+    receipt_path: Path,
+    receipt: Receipt,
+    restored: list[Restore],
+    decided: RestorePlan,
+    errors: list[tuple[str, str, str]],
+) -> None:
+    """Beside the receipt, one entry per undo run: what it restored and left alone."""
+    runs: list[Any] = []
+    if record.exists():
+        try:
+            runs = list(json.loads(record.read_text(encoding="utf-8")).get("runs", []))
+        except (OSError, ValueError, AttributeError):
+            raise PlanFileError(f"{record}: the undo record is unreadable; move it aside and undo again") from None
+    runs.append(
+        {
+            "at": rfc3339(utc_now()),
+            "by": who(),
+            "restored": [
+                {"key": r.key, "version_id": r.restores_version_id, "removed_delete_marker": r.marker_version_id}
+                for r in restored
+            ],
+            "skipped": [{"key": s.key, "reason": s.reason} for s in decided.skips],
+            "already_restored": len(decided.already_restored),
+            "errors": [{"key": k, "code": c, "message": m} for k, c, m in errors],
+        }
+    )
+    write_json_atomically(
+        record,
+        {
+            "format_version": 1,
+            "receipt": receipt_path.name,
+            "plan_hash": receipt.plan_hash,
+            "bucket": receipt.bucket,
+            "prefix": receipt.prefix,
+            "runs": runs,
+        },
+    )

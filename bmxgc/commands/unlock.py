@@ -1,0 +1,37 @@
+"""``bmxgc unlock``: break a lock left by a dead process, never silently."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bmxgc import lock, s3
+from bmxgc.config import Config
+from bmxgc.errors import GateRefused
+from bmxgc.model import utc_now
+
+
+def unlock(
+    config: Config,
+    *,
+    auto_approve: bool = False,
+    confirm: Callable[[str], bool] | None = None,
+    client: s3.S3Client | None = None,
+) -> str:
+    """Show who holds the lock, ask, and remove exactly that lock."""
+    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
+    bucket, prefix = config.s3.bucket, config.s3.prefix
+    current = lock.read_lock(client, bucket, prefix)
+    if current is None:
+        return f"No lock on s3://{bucket}/{prefix}."
+    described = current.describe(utc_now())
+    if not auto_approve:
+        if confirm is None:
+            raise GateRefused("consent", f"the lock is held by {described}; pass --auto-approve to break it")
+        if not confirm(
+            f"The lock s3://{bucket}/{current.key} is held by {described}.\n"
+            "Break it only if that process is dead; an apply or undo still running would lose its guard."
+        ):
+            raise GateRefused("consent", "unlock cancelled: only 'yes' approves")
+    if not lock.break_lock(client, bucket, prefix, current):
+        raise GateRefused("lock", "the lock changed while you were deciding; run 'bmxgc unlock' again")
+    return f"Lock broken: it was held by {described}."

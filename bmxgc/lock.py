@@ -1,0 +1,114 @@
+"""One apply, undo or recover at a time per bucket and prefix, across machines.
+
+The lock is an object outside the scanned prefix, created with a conditional
+put (``If-None-Match: *``), so two machines cannot both take it, and removed
+with ``If-Match`` on its own ETag, so nobody removes a lock they do not hold.
+A lock left by a dead process stays until someone runs ``bmxgc unlock``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+
+from bmxgc import s3
+from bmxgc.durations import format_duration
+from bmxgc.errors import GateRefused
+from bmxgc.model import parse_rfc3339, rfc3339, utc_now
+from bmxgc.receipt import who
+
+LOCK_FOLDER = ".bmxgc/locks/"
+
+
+def lock_key(prefix: str) -> str:
+    """``books/`` -> ``.bmxgc/locks/books%2F.json``: one flat name per prefix."""
+    return f"{LOCK_FOLDER}{quote(prefix, safe='')}.json"
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds a lock, as written in the lock object."""
+
+    key: str
+    etag: str
+    holder: dict[str, str]
+
+    def age(self, now: datetime) -> str:
+        try:
+            return format_duration(now - parse_rfc3339(self.holder.get("acquired_at", "")))
+        except ValueError:
+            return "unknown"
+
+    def describe(self, now: datetime) -> str:
+        h = self.holder
+        alive = ""
+        if h.get("host") == who()["host"] and h.get("pid", "").isdigit() and not _pid_alive(int(h["pid"])):
+            alive = " (that process is no longer running on this host)"
+        return (
+            f"{h.get('command', '?')} of {h.get('plan_hash', '?')[:19]} by {h.get('user', '?')}@"
+            f"{h.get('host', '?')} pid {h.get('pid', '?')} since {h.get('acquired_at', '?')}, "
+            f"{self.age(now)} ago{alive}"
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_lock(client: s3.S3Client, bucket: str, prefix: str) -> LockInfo | None:
+    key = lock_key(prefix)
+    found = s3.get_object_text(client, bucket, key)
+    if found is None:
+        return None
+    body, etag = found
+    try:
+        holder = json.loads(body)
+    except json.JSONDecodeError:
+        holder = {}
+    return LockInfo(key=key, etag=etag, holder={k: str(v) for k, v in holder.items()})
+
+
+@contextmanager
+def held(
+    client: s3.S3Client, bucket: str, prefix: str, *, command: str, plan_hash: str
+) -> Iterator[LockInfo]:
+    """Take the lock for ``bucket``/``prefix`` or refuse (gate 'lock')."""
+    key = lock_key(prefix)
+    holder = {
+        **who(),
+        "command": command,
+        "plan_hash": plan_hash,
+        "bucket": bucket,
+        "prefix": prefix,
+        "acquired_at": rfc3339(utc_now()),
+    }
+    etag = s3.put_if_absent(client, bucket, key, json.dumps(holder, indent=1).encode("utf-8"))
+    if etag is None:
+        current = read_lock(client, bucket, prefix)
+        who_holds = current.describe(utc_now()) if current else "a process that just released it"
+        raise GateRefused(
+            "lock",
+            f"s3://{bucket}/{key} is held by {who_holds}; wait for it to finish, or, if that "
+            "process is dead, run 'bmxgc unlock' and check the bucket before trying again",
+        )
+    info = LockInfo(key=key, etag=etag, holder=holder)
+    try:
+        yield info
+    finally:
+        s3.delete_if_match(client, bucket, key, etag)
+
+
+def break_lock(client: s3.S3Client, bucket: str, prefix: str, lock: LockInfo) -> bool:
+    """Remove exactly the lock that was shown to the operator (If-Match its ETag)."""
+    return s3.delete_if_match(client, bucket, lock.key, lock.etag)
