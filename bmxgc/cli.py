@@ -192,7 +192,7 @@ def unlock_command(obj: _Context, auto_approve: bool) -> None:
 
 @cli.command("demo")
 def demo_command() -> None:
-    """Replay the incident offline: local S3 on loopback, SQLite, plan."""
+    """Replay the incident offline: plan, refuse, apply, undo, on a local S3 server."""
     from bmxgc.demo import run_demo
 
     sys.exit(run_demo(echo=click.echo))

@@ -137,6 +137,16 @@ def _plan_path(proc: subprocess.CompletedProcess[str]) -> Path | None:
     return None
 
 
+def _snapshot(world: DemoWorld) -> dict[str, tuple[str, str]]:
+    """Every current object in the bucket (but bmxgc's lock folder): key -> (version id, ETag)."""
+    client = s3.make_client(world.endpoint, "us-east-1")
+    return {
+        row.key: (row.version_id, row.etag)
+        for row in s3.list_versions(client, BUCKET, "")
+        if row.is_latest and not row.is_delete_marker and not row.key.startswith(".bmxgc/")
+    }
+
+
 def run_demo(echo: Echo = print) -> int:
     try:
         from moto.server import ThreadedMotoServer
@@ -168,6 +178,7 @@ def run_demo(echo: Echo = print) -> int:
 
 def _story(world: DemoWorld, echo: Echo) -> int:
     steps = _Steps(world, echo)
+    start = _snapshot(world)
     total_books = BOOKS * IMAGES_PER_BOOK
     echo(f"A versioned bucket on a local S3 server ({world.endpoint}) holds {total_books} images under books/")
     echo(f"and {sum(OTHER_PREFIXES.values())} objects under {', '.join(OTHER_PREFIXES)}.")
@@ -223,6 +234,34 @@ def _story(world: DemoWorld, echo: Echo) -> int:
         )
         proc = steps.run("verify", str(forged.relative_to(world.workdir)))
         steps.check(proc.returncode == 3 and "plan_hash does not match" in proc.stderr, "forged plan: exit 3")
+        proc = steps.run("-c", good.name, "apply", str(forged.relative_to(world.workdir)), "--auto-approve")
+        steps.check(proc.returncode == 3 and _snapshot(world) == start, "apply refuses it too; bucket unchanged")
+
+    if naive_plan is not None:
+        steps.heading("6. Apply the incident's plan: refused, even when told a high ratio is fine.")
+        proc = steps.run("-c", naive.name, "apply", str(naive_plan), "--auto-approve")
+        steps.check(proc.returncode == 3 and "gate 'volume'" in proc.stderr, "refused by the volume gate (exit 3)")
+        proc = steps.run("-c", naive.name, "apply", str(naive_plan), "--auto-approve", "--max-orphan-ratio", "1")
+        steps.check(proc.returncode == 3 and "mapping is wrong" in proc.stderr, "a wrong mapping is never overridden")
+        steps.check(_snapshot(world) == start, "nothing in the bucket changed")
+
+    if good_plan is not None:
+        steps.heading("7. Apply the reviewed plan: delete markers, a receipt with every version id.")
+        proc = steps.run("-c", good.name, "apply", str(good_plan), "--auto-approve")
+        now = _snapshot(world)
+        gone = set(start) - set(now)
+        steps.check(proc.returncode == 0 and gone == world.expected_orphans(), "exactly the 12 orphans are deleted")
+        steps.check(all(now[k] == start[k] for k in now), "every other object is untouched")
+
+        steps.heading("8. Undo: remove exactly the markers apply wrote; then once more, which changes nothing.")
+        proc = steps.run("-c", good.name, "undo", "--auto-approve")
+        steps.check(proc.returncode == 0 and "12 restored" in proc.stdout, "12 restored")
+        proc = steps.run("-c", good.name, "undo", "--auto-approve")
+        steps.check(proc.returncode == 0 and "0 restored" in proc.stdout, "a second undo restores nothing")
+        steps.check(
+            _snapshot(world) == start,
+            f"the bucket is exactly as it began: {len(start)} objects, same version ids and ETags",
+        )
 
     echo("")
     if steps.failures:

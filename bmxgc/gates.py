@@ -99,8 +99,22 @@ def volume_limits(plan: Plan, config: Config, max_orphan_ratio: float | None) ->
 
 
 def check_volume(plan: Plan, limits: Limits) -> None:
-    """Gate 5: not too large a share of the prefix, not too many objects."""
+    """Gate 5: not too large a share of the prefix, not too many objects, and
+    not the incident's signature (a mapping that keeps nothing alive), which
+    no --max-orphan-ratio overrides."""
     stats = plan.stats
+    if stats.orphans and stats.referenced_keys == 0:
+        raise GateRefused(
+            "volume",
+            "the reference sources returned no keys when the plan was made, so every object "
+            "looked like an orphan; check the queries and database.url, then plan again",
+        )
+    if stats.orphans and stats.referenced_found == 0:
+        raise GateRefused(
+            "volume",
+            f"none of the {stats.referenced_keys:,} referenced keys exist under {plan.prefix}: the key "
+            "mapping is wrong (see the plan's warnings); fix references.keys, then plan again",
+        )
     if stats.orphan_ratio > limits.max_orphan_ratio:
         suggestion = -int(-stats.orphan_ratio * 100 // 1) / 100
         raise GateRefused(
