@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bmxgc.durations import parse_duration
 from bmxgc.errors import ConfigError
@@ -16,6 +16,8 @@ from bmxgc.errors import ConfigError
 CONFIG_ENV = "BMXGC_CONFIG"
 DATABASE_URL_ENV = "BMXGC_DATABASE_URL"
 DEFAULT_CONFIG = "bmxgc.toml"
+# Locks live in the scanned bucket, outside any prefix bmxgc may scan.
+LOCK_FOLDER = ".bmxgc/"
 
 
 def _duration(text: str) -> str:
@@ -43,6 +45,8 @@ class S3Settings(_Strict):
             raise ValueError(
                 "must name one prefix, e.g. \"books/\"; an empty prefix would scan the whole bucket"
             )
+        if prefix.startswith(LOCK_FOLDER) or LOCK_FOLDER.startswith(prefix):
+            raise ValueError(f"covers bmxgc's own lock folder {LOCK_FOLDER}; choose another prefix")
         return prefix
 
 
@@ -105,6 +109,19 @@ class Config(_Strict):
             if names.count(name) > 1:
                 raise ValueError(f"name {name!r} is used twice; give each source its own name")
         return refs
+
+    @model_validator(mode="after")
+    def _plans_dir_outside_prefix(self) -> Config:
+        if self.plans_dir.startswith("s3://"):
+            bucket, _, key = self.plans_dir.removeprefix("s3://").partition("/")
+            if not bucket:
+                raise ValueError("plans_dir: an s3:// URL must name a bucket: s3://bucket/prefix/")
+            if bucket == self.s3.bucket and key.startswith(self.s3.prefix):
+                raise ValueError(
+                    f"plans_dir: {self.plans_dir} is inside the scanned prefix {self.s3.prefix}; "
+                    "its plans would be orphans: choose another prefix"
+                )
+        return self
 
     @property
     def plans_path(self) -> Path:
@@ -169,7 +186,7 @@ def describe_validation_error(exc: ValidationError) -> str:
         message = str(first["msg"]).removeprefix("Value error, ")
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{location}: {message}{suffix}"
+    return f"{location}: {message}{suffix}" if location else f"{message}{suffix}"
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
@@ -179,4 +196,4 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
             parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
         else:
             parts.append(item)
-    return ".".join(parts) or "(top level)"
+    return ".".join(parts)

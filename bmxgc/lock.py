@@ -17,17 +17,18 @@ from datetime import datetime
 from urllib.parse import quote
 
 from bmxgc import s3
+from bmxgc.config import LOCK_FOLDER
 from bmxgc.durations import format_duration
 from bmxgc.errors import GateRefused
 from bmxgc.model import parse_rfc3339, rfc3339, utc_now
 from bmxgc.receipt import who
 
-LOCK_FOLDER = ".bmxgc/locks/"
+LOCKS = LOCK_FOLDER + "locks/"
 
 
 def lock_key(prefix: str) -> str:
     """``books/`` -> ``.bmxgc/locks/books%2F.json``: one flat name per prefix."""
-    return f"{LOCK_FOLDER}{quote(prefix, safe='')}.json"
+    return f"{LOCKS}{quote(prefix, safe='')}.json"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -89,41 +88,6 @@ def _one_item_per_line(items: list[Any]) -> str:
 def default_file_name(plan: Plan) -> str:
     stamp = plan.created.strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{plan.plan_hash.removeprefix(HASH_PREFIX)[:12]}.json"
-
-
-def write_plan(plan: Plan, directory: Path, out: Path | None = None) -> Path:
-    """Write the plan read-only; never overwrite an existing file."""
-    path = out if out is not None else directory / default_file_name(plan)
-    write_new_file(path, render_plan_json(plan), read_only=True)
-    return path
-
-
-def write_new_file(path: Path, text: str, *, read_only: bool) -> None:
-    """Create ``path`` with ``text`` atomically; fail if it exists.
-
-    The text goes to a temporary file first and is linked into place, so a
-    crash never leaves a half-written plan, and ``link`` refuses an existing
-    name (no check-then-write race).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        raise PlanFileError(f"{path}: already exists; plans are never overwritten, choose another --out")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".bmxgc-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if read_only:
-            os.chmod(tmp, 0o444)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise PlanFileError(
-                f"{path}: already exists; plans are never overwritten, choose another --out"
-            ) from None
-    finally:
-        os.unlink(tmp)
 
 
 def parse_plan_text(text: str, source: str) -> Plan:

@@ -1,9 +1,9 @@
-"""Receipts: the write-ahead journal of an apply, and the record of an undo.
+"""Receipts: the write-ahead journal of an apply (or recover), and undo records.
 
-Every change is written to a temporary file, fsynced, renamed over the
-receipt, and the folder fsynced, so a process killed at any instant leaves
-either the previous receipt or the next one, never half of one. A batch's
-intent is on disk before its DeleteObjects request is sent.
+Every change to a receipt replaces it atomically and durably (a fsynced
+temporary file renamed into place, or one S3 PUT), so a process killed at
+any instant leaves the previous receipt or the next one, never half of one.
+A batch's intent is stored before its DeleteObjects request is sent.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import getpass
 import json
 import os
 import socket
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
@@ -31,17 +30,19 @@ from bmxgc.model import (
     rfc3339,
     utc_now,
 )
+from bmxgc.store import Store
 
 RECEIPT_SUFFIX = ".receipt.json"
 UNDO_SUFFIX = ".undo.json"
 
 
-def receipt_path_for(plans_dir: Path, plan_path: Path) -> Path:
-    return plans_dir / f"{plan_path.stem}{RECEIPT_SUFFIX}"
+def receipt_name_for(plan_location: str) -> str:
+    """``plans/20261128T120000Z-abc.json`` -> ``20261128T120000Z-abc.receipt.json``."""
+    return PurePosixPath(plan_location.replace("\\", "/")).stem + RECEIPT_SUFFIX
 
 
-def undo_record_path(receipt_path: Path) -> Path:
-    return receipt_path.with_name(receipt_path.name.removesuffix(RECEIPT_SUFFIX) + UNDO_SUFFIX)
+def undo_record_name(receipt_name: str) -> str:
+    return receipt_name.removesuffix(RECEIPT_SUFFIX) + UNDO_SUFFIX
 
 
 def who() -> dict[str, str]:
@@ -53,67 +54,64 @@ def who() -> dict[str, str]:
     return {"user": user, "host": socket.gethostname(), "pid": str(os.getpid())}
 
 
-def write_json_atomically(path: Path, document: Any) -> None:
-    """Replace ``path`` with ``document``; durable when this returns."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".bmxgc-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=1, ensure_ascii=False)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+def to_json(document: Any) -> str:
+    return json.dumps(document, indent=1, ensure_ascii=False) + "\n"
 
 
-def load_receipt(path: Path) -> Receipt:
+def parse_receipt(text: str, source: str) -> Receipt:
     """Read a receipt: ``format_version`` first, then the schema."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlanFileError(f"{path}: receipt not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PlanFileError(f"{path}: not a readable receipt: {exc}") from None
-    if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
-        version = raw.get("format_version") if isinstance(raw, dict) else None
-        raise PlanFileError(f"{path}: unknown receipt format_version {version!r}; use the bmxgc that wrote it")
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanFileError(f"{source}: not a receipt: invalid JSON ({exc})") from None
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        raise PlanFileError(
+            f"{source}: unknown receipt format_version {version!r}; use the bmxgc that wrote it"
+        )
     try:
         return Receipt.model_validate(raw)
     except ValidationError as exc:
-        raise PlanFileError(f"{path}: not a valid receipt: {describe_validation_error(exc)}") from None
+        raise PlanFileError(f"{source}: not a valid receipt: {describe_validation_error(exc)}") from None
 
 
-def newest_receipt(plans_dir: Path) -> Path:
-    """The receipt in ``plans_dir`` that was started last."""
-    candidates = sorted(plans_dir.glob(f"*{RECEIPT_SUFFIX}")) if plans_dir.is_dir() else []
-    if not candidates:
-        raise PlanFileError(f"{plans_dir}: no receipt found; name one: bmxgc undo PATH")
-    return max(candidates, key=lambda p: (load_receipt(p).started_at, p.name))
+def load_receipt(store: Store, name: str) -> Receipt:
+    text = store.read(name)
+    if text is None:
+        raise PlanFileError(f"{store.location(name)}: receipt not found")
+    return parse_receipt(text, store.location(name))
+
+
+def newest_receipt(store: Store) -> str:
+    """The name of the receipt in ``store`` that was started last."""
+    names = [n for n in store.names() if n.endswith(RECEIPT_SUFFIX)]
+    if not names:
+        raise PlanFileError(
+            f"{store.location('')}: no receipt found; name one: bmxgc undo PATH"
+        )
+    return max(names, key=lambda n: (load_receipt(store, n).started_at, n))
 
 
 class Journal:
-    """The receipt of one apply, kept on disk as the apply goes.
+    """The receipt of one apply or recover, kept in its store as the work goes.
 
     ``create`` refuses an existing receipt: a plan is applied once.
     """
 
-    def __init__(self, path: Path, receipt: Receipt) -> None:
-        self.path = path
+    def __init__(self, store: Store, name: str, receipt: Receipt) -> None:
+        self.store = store
+        self.name = name
         self.receipt = receipt
+
+    @property
+    def location(self) -> str:
+        return self.store.location(self.name)
 
     @classmethod
     def create(
         cls,
-        path: Path,
+        store: Store,
+        name: str,
         *,
         kind: str,
         plan_hash: str,
@@ -122,12 +120,6 @@ class Journal:
         overrides: dict[str, Any],
         undo_until: str | None,
     ) -> Journal:
-        if path.exists():
-            raise GateRefused(
-                "integrity",
-                f"{path} already exists: this plan was applied before; "
-                f"run 'bmxgc undo {path}' to take it back, or plan again",
-            )
         receipt = Receipt.model_validate(
             {
                 "format_version": FORMAT_VERSION,
@@ -142,27 +134,26 @@ class Journal:
                 "undo_until": undo_until,
             }
         )
-        journal = cls(path, receipt)
-        journal._flush()
-        return journal
-
-    def _flush(self) -> None:
-        write_json_atomically(self.path, self.receipt.model_dump(mode="json"))
+        try:
+            store.create(name, to_json(receipt.model_dump(mode="json")))
+        except PlanFileError:
+            raise GateRefused(
+                "integrity",
+                f"{store.location(name)} exists: this plan was applied before; run "
+                f"'bmxgc undo {store.location(name)}' to take it back, or plan again",
+            ) from None
+        return cls(store, name, receipt)
 
     def _update(self, **changes: Any) -> None:
         self.receipt = self.receipt.model_copy(update=changes)
-        self._flush()
+        self.store.replace(self.name, to_json(self.receipt.model_dump(mode="json")))
 
     def intend(self, batch: Sequence[ObjectVersion]) -> None:
         """Record a batch before its request is sent."""
         pending = PendingBatch(sent_at=rfc3339(utc_now()), keys=list(batch))
         self._update(pending=[*self.receipt.pending, pending])
 
-    def record(
-        self,
-        deleted: Sequence[DeletedEntry],
-        errors: Sequence[KeyFailure],
-    ) -> None:
+    def record(self, deleted: Sequence[DeletedEntry], errors: Sequence[KeyFailure]) -> None:
         """Record the answer to the pending batch and clear it."""
         self._update(
             deleted=[*self.receipt.deleted, *deleted],

@@ -229,3 +229,31 @@ def delete_if_match(client: S3Client, bucket: str, key: str, etag: str) -> bool:
     except BotoCoreError as exc:
         raise describe_error(exc, f"deleting s3://{bucket}/{key}") from None
     return True
+
+
+def put_text(client: S3Client, bucket: str, key: str, text: str) -> None:
+    """Write ``key`` (S3 replaces objects atomically: readers see old or new)."""
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"), ContentType="application/json")
+    except (ClientError, BotoCoreError) as exc:
+        raise describe_error(exc, f"writing s3://{bucket}/{key}") from None
+
+
+def list_keys(client: S3Client, bucket: str, prefix: str) -> Iterator[str]:
+    """The current keys under ``prefix`` (ListObjectsV2, 1,000 per request)."""
+    paginator = client.get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"]
+    except (ClientError, BotoCoreError) as exc:
+        raise describe_error(exc, f"listing s3://{bucket}/{prefix}") from None
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/some/key`` -> ``("bucket", "some/key")``."""
+    rest = url.removeprefix("s3://")
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"{url!r} names no bucket; write s3://bucket/prefix/")
+    return bucket, key

@@ -11,15 +11,15 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from bmxgc import gates, lock, s3
 from bmxgc.config import Config, ReferenceSource
 from bmxgc.drift import find_drift, group_by_key
 from bmxgc.errors import DriftError, GateRefused, PartialFailure, ServiceError
 from bmxgc.model import DeletedEntry, KeyFailure, ObjectVersion, Plan, Receipt, rfc3339, utc_now
-from bmxgc.planfile import load_plan
-from bmxgc.receipt import Journal, receipt_path_for
+from bmxgc.planfile import parse_plan_text
+from bmxgc.receipt import Journal, receipt_name_for
+from bmxgc.store import plans_store, read_document
 from bmxgc.references import read_references, redact_url
 
 # confirm(summary) -> True only if the operator typed "yes".
@@ -32,7 +32,7 @@ DeleteProgress = Callable[[int, int], None]
 class ApplyResult:
     plan: Plan
     receipt: Receipt
-    receipt_path: Path
+    receipt_path: str  # a path or an s3:// URL
 
     @property
     def deleted(self) -> int:
@@ -52,22 +52,23 @@ def apply(
 ) -> ApplyResult:
     """Apply a reviewed plan. Raises GateRefused (exit 3) on any doubt,
     PartialFailure (exit 1) when some keys could not be deleted."""
-    plan_file = Path(plan_path)
-    plan = load_plan(plan_file)  # gate 1: integrity
+    location = str(plan_path)
+    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
+    plan = parse_plan_text(read_document(location, client), location)  # gate 1: integrity
     database_url = config.database_url()
     gates.check_environment(plan, config, redact_url(database_url))  # gate 2
     gates.check_freshness(plan, config, now or utc_now())  # gate 3
     gates.check_scope(plan, config)  # gate 4
     limits = gates.volume_limits(plan, config, max_orphan_ratio)
     gates.check_volume(plan, limits)  # gate 5
-    receipt_path = receipt_path_for(config.plans_path, plan_file)
-    if receipt_path.exists():
+    store = plans_store(config, client)
+    receipt_name = receipt_name_for(location)
+    if store.exists(receipt_name):
         raise GateRefused(
             "integrity",
-            f"{receipt_path} exists: this plan was applied before; run 'bmxgc undo {receipt_path}' "
-            "to take it back, or plan again",
+            f"{store.location(receipt_name)} exists: this plan was applied before; run "
+            f"'bmxgc undo {store.location(receipt_name)}' to take it back, or plan again",
         )
-    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
     sources = _sources(plan, config)
     with lock.held(client, plan.bucket, plan.prefix, command="apply", plan_hash=plan.plan_hash):  # gate 6
         gates.check_versioning(s3.versioning_status(client, plan.bucket), plan.bucket)  # gate 7
@@ -85,7 +86,8 @@ def apply(
         undo_days = s3.noncurrent_expiry_days(client, plan.bucket, plan.prefix)
         undo_until = rfc3339(utc_now() + timedelta(days=undo_days)) if undo_days is not None else None
         journal = Journal.create(
-            receipt_path,
+            store,
+            receipt_name,
             kind="apply",
             plan_hash=plan.plan_hash,
             bucket=plan.bucket,
@@ -94,12 +96,12 @@ def apply(
             undo_until=undo_until,
         )
         _delete_all(client, plan, journal, progress)
-    result = ApplyResult(plan=plan, receipt=journal.receipt, receipt_path=receipt_path)
+    result = ApplyResult(plan=plan, receipt=journal.receipt, receipt_path=journal.location)
     if journal.receipt.errors:
         raise PartialFailure(
             f"{len(journal.receipt.errors):,} of {len(plan.orphans):,} objects could not be deleted "
-            f"(see 'errors' in {receipt_path}); {len(journal.receipt.deleted):,} were. Plan again and "
-            f"apply to retry the rest, or run 'bmxgc undo {receipt_path}' to restore what was deleted",
+            f"(see 'errors' in {journal.location}); {len(journal.receipt.deleted):,} were. Plan again "
+            f"and apply to retry the rest, or run 'bmxgc undo {journal.location}' to restore them",
             result,
         )
     return result

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from bmxgc import s3
 from bmxgc.config import Config
-from bmxgc.errors import ConfigError
 from bmxgc.model import Plan, utc_now
-from bmxgc.planfile import write_plan
+from bmxgc.planfile import default_file_name, render_plan_json
 from bmxgc.planner import ScanContext, build_plan
 from bmxgc.references import read_references, redact_url
+from bmxgc.store import open_location, plans_store
 
 # progress(stage, count): "listing" counts versions listed, "querying" rows read.
 Progress = Callable[[str, int], None]
@@ -22,7 +22,7 @@ Progress = Callable[[str, int], None]
 @dataclass(frozen=True)
 class PlanResult:
     plan: Plan
-    path: Path | None  # None when the caller asked not to write a file
+    path: str | None  # where the plan was written (a path or an s3:// URL); None if not written
 
 
 def plan(
@@ -41,7 +41,6 @@ def plan(
     for an object older than ``min_age`` is the one race left; apply reads
     the references again just before it deletes.
     """
-    _check_plans_dir(config)
     database_url = config.database_url()
     references = read_references(
         database_url, config.references, progress=_stage(progress, "querying")
@@ -66,8 +65,12 @@ def plan(
     )
     if not write:
         return PlanResult(plan=result, path=None)
-    path = write_plan(result, config.plans_path, Path(out) if out is not None else None)
-    return PlanResult(plan=result, path=path)
+    if out is not None:
+        store, name = open_location(str(out), client)
+    else:
+        store, name = plans_store(config, client), default_file_name(result)
+    location = store.create(name, render_plan_json(result), read_only=True)
+    return PlanResult(plan=result, path=location)
 
 
 def _stage(progress: Progress | None, stage: str) -> Callable[[int], None] | None:
@@ -75,8 +78,3 @@ def _stage(progress: Progress | None, stage: str) -> Callable[[int], None] | Non
         return None
     report = progress
     return lambda count: report(stage, count)
-
-
-def _check_plans_dir(config: Config) -> None:
-    if str(config.plans_dir).startswith("s3://"):
-        raise ConfigError("plans_dir: s3:// URLs are not supported yet; use a local folder")

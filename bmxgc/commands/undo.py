@@ -6,7 +6,6 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from bmxgc import lock, s3
@@ -14,7 +13,8 @@ from bmxgc.config import Config
 from bmxgc.drift import group_by_key
 from bmxgc.errors import GateRefused, PartialFailure, PlanFileError, ServiceError
 from bmxgc.model import Receipt, rfc3339, utc_now
-from bmxgc.receipt import load_receipt, newest_receipt, undo_record_path, who, write_json_atomically
+from bmxgc.receipt import load_receipt, newest_receipt, to_json, undo_record_name, who
+from bmxgc.store import Store, open_location, plans_store
 from bmxgc.restore import Restore, RestorePlan, Skip, plan_undo
 
 Confirm = Callable[[str], bool]
@@ -22,8 +22,8 @@ Confirm = Callable[[str], bool]
 
 @dataclass(frozen=True)
 class UndoResult:
-    receipt_path: Path
-    record_path: Path
+    receipt_path: str
+    record_path: str
     restored: list[Restore]
     skipped: list[Skip]
     already_restored: list[str]
@@ -39,15 +39,20 @@ def undo(
     client: s3.S3Client | None = None,
 ) -> UndoResult:
     """Restore what the receipt's apply deleted (the newest receipt if none is named)."""
-    path = Path(receipt_path) if receipt_path is not None else newest_receipt(config.plans_path)
-    receipt = load_receipt(path)
+    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
+    if receipt_path is not None:
+        store, name = open_location(str(receipt_path), client)
+    else:
+        store = plans_store(config, client)
+        name = newest_receipt(store)
+    receipt = load_receipt(store, name)
+    path = store.location(name)
     if (receipt.bucket, receipt.prefix) != (config.s3.bucket, config.s3.prefix):
         raise GateRefused(
             "environment",
             f"{path} is for s3://{receipt.bucket}/{receipt.prefix}, the config for "
             f"s3://{config.s3.bucket}/{config.s3.prefix}; use the config the apply used",
         )
-    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
     with lock.held(client, receipt.bucket, receipt.prefix, command="undo", plan_hash=receipt.plan_hash):
         decided = _decide(client, receipt)
         if decided.restores and not auto_approve:
@@ -65,8 +70,7 @@ def undo(
         errors = _remove_markers(client, receipt.bucket, decided.restores)
     failed = {key for key, _code, _msg in errors}
     restored = [r for r in decided.restores if r.key not in failed]
-    record = undo_record_path(path)
-    _append_record(record, path, receipt, restored, decided, errors)
+    record = _append_record(store, name, receipt, restored, decided, errors)
     result = UndoResult(path, record, restored, decided.skips, decided.already_restored, errors)
     if errors:
         raise PartialFailure(
@@ -97,20 +101,24 @@ def _remove_markers(client: s3.S3Client, bucket: str, restores: list[Restore]) -
 
 
 def _append_record(
-    record: Path,
-    receipt_path: Path,
+    store: Store,
+    receipt_name: str,
     receipt: Receipt,
     restored: list[Restore],
     decided: RestorePlan,
     errors: list[tuple[str, str, str]],
-) -> None:
+) -> str:
     """Beside the receipt, one entry per undo run: what it restored and left alone."""
+    record = undo_record_name(receipt_name)
     runs: list[Any] = []
-    if record.exists():
+    existing = store.read(record)
+    if existing is not None:
         try:
-            runs = list(json.loads(record.read_text(encoding="utf-8")).get("runs", []))
-        except (OSError, ValueError, AttributeError):
-            raise PlanFileError(f"{record}: the undo record is unreadable; move it aside and undo again") from None
+            runs = list(json.loads(existing).get("runs", []))
+        except (ValueError, AttributeError):
+            raise PlanFileError(
+                f"{store.location(record)}: the undo record is unreadable; move it aside and undo again"
+            ) from None
     runs.append(
         {
             "at": rfc3339(utc_now()),
@@ -124,14 +132,14 @@ def _append_record(
             "errors": [{"key": k, "code": c, "message": m} for k, c, m in errors],
         }
     )
-    write_json_atomically(
+    return store.replace(
         record,
-        {
+        to_json({
             "format_version": 1,
-            "receipt": receipt_path.name,
+            "receipt": receipt_name,
             "plan_hash": receipt.plan_hash,
             "bucket": receipt.bucket,
             "prefix": receipt.prefix,
             "runs": runs,
-        },
+        }),
     )

@@ -1,0 +1,185 @@
+"""Where plans, receipts and undo records live: a local folder or an S3 prefix.
+
+A scheduled function has no lasting disk, so ``plans_dir`` may be an
+``s3://bucket/prefix/`` URL. Both stores keep the same promises: ``create``
+never overwrites (a conditional put in S3, a hard link locally), and
+``replace`` is atomic and durable when it returns.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path, PurePosixPath
+
+from bmxgc import s3
+from bmxgc.config import Config
+from bmxgc.errors import ConfigError, PlanFileError
+
+
+class Store(ABC):
+    @abstractmethod
+    def create(self, name: str, text: str, *, read_only: bool = False) -> str:
+        """Write a new document; refuse if ``name`` exists. Returns its location."""
+
+    @abstractmethod
+    def replace(self, name: str, text: str) -> str:
+        """Write or overwrite a document atomically. Returns its location."""
+
+    @abstractmethod
+    def read(self, name: str) -> str | None:
+        """A document's text, or None if there is none."""
+
+    @abstractmethod
+    def names(self) -> list[str]:
+        """Every document's name, sorted."""
+
+    @abstractmethod
+    def location(self, name: str) -> str:
+        """Where ``name`` is, as the operator would type it."""
+
+    def exists(self, name: str) -> bool:
+        return self.read(name) is not None
+
+
+def _exists_error(location: str) -> PlanFileError:
+    return PlanFileError(f"{location}: already exists; plans and receipts are never overwritten")
+
+
+class LocalStore(Store):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def location(self, name: str) -> str:
+        return str(self.folder / name)
+
+    def create(self, name: str, text: str, *, read_only: bool = False) -> str:
+        # Written to a temporary file, then linked into place: a crash never
+        # leaves half a file, and link() refuses an existing name (no race).
+        path = self.folder / name
+        if path.exists():
+            raise _exists_error(str(path))
+        tmp = self._durable_temp(text)
+        try:
+            if read_only:
+                os.chmod(tmp, 0o444)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise _exists_error(str(path)) from None
+        finally:
+            os.unlink(tmp)
+        self._sync_folder()
+        return str(path)
+
+    def replace(self, name: str, text: str) -> str:
+        path = self.folder / name
+        tmp = self._durable_temp(text)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        self._sync_folder()
+        return str(path)
+
+    def read(self, name: str) -> str | None:
+        path = self.folder / name
+        try:
+            return path.read_text(encoding="utf-8")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PlanFileError(f"{path}: cannot read it: {exc}") from None
+
+    def names(self) -> list[str]:
+        if not self.folder.is_dir():
+            return []
+        return sorted(p.name for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def _durable_temp(self, text: str) -> str:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".bmxgc-", suffix=".tmp")
+        except OSError as exc:
+            raise ConfigError(f"plans_dir: cannot write to {self.folder}: {exc.strerror}") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return tmp
+
+    def _sync_folder(self) -> None:
+        dir_fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class S3Store(Store):
+    def __init__(self, client: s3.S3Client, bucket: str, prefix: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+    def location(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{name}"
+
+    def create(self, name: str, text: str, *, read_only: bool = False) -> str:
+        if s3.put_if_absent(self.client, self.bucket, self.prefix + name, text.encode("utf-8")) is None:
+            raise _exists_error(self.location(name))
+        return self.location(name)
+
+    def replace(self, name: str, text: str) -> str:
+        s3.put_text(self.client, self.bucket, self.prefix + name, text)
+        return self.location(name)
+
+    def read(self, name: str) -> str | None:
+        found = s3.get_object_text(self.client, self.bucket, self.prefix + name)
+        return found[0] if found else None
+
+    def names(self) -> list[str]:
+        return sorted(
+            key[len(self.prefix) :]
+            for key in s3.list_keys(self.client, self.bucket, self.prefix)
+            if "/" not in key[len(self.prefix) :]
+        )
+
+
+def is_s3_url(location: str) -> bool:
+    return location.startswith("s3://")
+
+
+def open_location(location: str, client: s3.S3Client | None) -> tuple[Store, str]:
+    """The store holding ``location`` (a path or an s3:// URL) and the name in it."""
+    if is_s3_url(location):
+        if client is None:
+            raise ConfigError(f"{location}: reading from S3 needs a config with [s3] settings")
+        try:
+            bucket, key = s3.split_url(location)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        folder = str(PurePosixPath(key).parent)
+        return S3Store(client, bucket, "" if folder == "." else folder), PurePosixPath(key).name
+    path = Path(location)
+    return LocalStore(path.parent), path.name
+
+
+def read_document(location: str, client: s3.S3Client | None = None) -> str:
+    store, name = open_location(location, client)
+    text = store.read(name)
+    if text is None:
+        raise PlanFileError(f"{location}: not found")
+    return text
+
+
+def plans_store(config: Config, client: s3.S3Client | None) -> Store:
+    """The store named by ``plans_dir``: a folder (relative to the config file) or s3://."""
+    if is_s3_url(config.plans_dir):
+        if client is None:
+            client = s3.make_client(config.s3.endpoint_url, config.s3.region)
+        bucket, prefix = s3.split_url(config.plans_dir)
+        return S3Store(client, bucket, prefix)
+    return LocalStore(config.plans_path)
