@@ -190,6 +190,43 @@ def unlock_command(obj: _Context, auto_approve: bool) -> None:
     click.echo(message)
 
 
+@cli.command("recover")
+@click.option("--since", required=True, metavar="TIME", help="RFC 3339 start of the window.")
+@click.option("--until", metavar="TIME", help="RFC 3339 end of the window (default: now).")
+@click.option("--prefix", metavar="P", help="Recover under this prefix instead of the config's.")
+@click.option("--whole-bucket", is_flag=True, help="Recover across the whole bucket.")
+@click.option("--auto-approve", is_flag=True, help="Restore; without it, only show and save the recovery plan.")
+@click.pass_obj
+def recover_command(
+    obj: _Context, since: str, until: str | None, prefix: str | None, whole_bucket: bool, auto_approve: bool
+) -> None:
+    """Restore objects deleted in a time window when there is no receipt."""
+    from bmxgc.commands.recover import parse_time, recover
+    from bmxgc.render import recover_text
+
+    result = recover(
+        obj.config(),
+        since=parse_time(since, "--since"),
+        until=parse_time(until, "--until") if until else None,
+        prefix=prefix,
+        whole_bucket=whole_bucket,
+        auto_approve=auto_approve,
+    )
+    click.echo(recover_text(result))
+    if result.errors:
+        sys.exit(EXIT_ERROR)
+
+
+@cli.command("history")
+@click.pass_obj
+def history_command(obj: _Context) -> None:
+    """The plans and receipts in plans_dir, newest first."""
+    from bmxgc.commands.history import history
+    from bmxgc.render import history_text
+
+    click.echo(history_text(history(obj.config())))
+
+
 @cli.command("demo")
 def demo_command() -> None:
     """Replay the incident offline: plan, refuse, apply, undo, on a local S3 server."""

@@ -150,6 +150,40 @@ class PendingBatch(_Record):
     keys: list[ObjectVersion]
 
 
+class RestoredEntry(_Record):
+    """A key made current again by removing one delete marker."""
+
+    key: str
+    version_id: str  # the version that is current again
+    removed_delete_marker_version_id: str
+
+
+class RecoveryItem(_Record):
+    key: str
+    delete_marker_version_id: str
+    deleted_at: str
+    restores_version_id: str
+    restores_etag: str
+    restores_size: int
+
+
+class RecoveryPlan(_Record):
+    """What ``recover`` would restore: written before anything changes."""
+
+    format_version: Literal[1]
+    kind: Literal["recovery"]
+    bmxgc_version: str
+    created_at: str
+    plan_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    bucket: str
+    prefix: str  # "" for --whole-bucket
+    since: str
+    until: str
+    stats: dict[str, int]
+    sample_keys: list[str]
+    restores: list[RecoveryItem]
+
+
 class Receipt(_Record):
     format_version: Literal[1]
     kind: Literal["apply", "recover"] = "apply"
@@ -165,3 +199,5 @@ class Receipt(_Record):
     deleted: list[DeletedEntry] = Field(default_factory=list)
     errors: list[KeyFailure] = Field(default_factory=list)
     pending: list[PendingBatch] = Field(default_factory=list)
+    # recover only: the markers it removed (apply's receipts leave it empty).
+    restored: list[RestoredEntry] = Field(default_factory=list)

@@ -27,6 +27,7 @@ from bmxgc.model import (
     ObjectVersion,
     PendingBatch,
     Receipt,
+    RestoredEntry,
     rfc3339,
     utc_now,
 )
@@ -83,13 +84,12 @@ def load_receipt(store: Store, name: str) -> Receipt:
 
 
 def newest_receipt(store: Store) -> str:
-    """The name of the receipt in ``store`` that was started last."""
-    names = [n for n in store.names() if n.endswith(RECEIPT_SUFFIX)]
-    if not names:
-        raise PlanFileError(
-            f"{store.location('')}: no receipt found; name one: bmxgc undo PATH"
-        )
-    return max(names, key=lambda n: (load_receipt(store, n).started_at, n))
+    """The name of the apply receipt in ``store`` that was started last."""
+    receipts = [(load_receipt(store, n), n) for n in store.names() if n.endswith(RECEIPT_SUFFIX)]
+    applies = [(r.started_at, n) for r, n in receipts if r.kind == "apply"]
+    if not applies:
+        raise PlanFileError(f"{store.location('')}: no apply receipt found; name one: bmxgc undo PATH")
+    return max(applies)[1]
 
 
 class Journal:
@@ -159,6 +159,13 @@ class Journal:
             deleted=[*self.receipt.deleted, *deleted],
             errors=[*self.receipt.errors, *errors],
             pending=[],
+        )
+
+    def record_restored(self, restored: Sequence[RestoredEntry], errors: Sequence[KeyFailure]) -> None:
+        """Record what one batch of a recover brought back."""
+        self._update(
+            restored=[*self.receipt.restored, *restored],
+            errors=[*self.receipt.errors, *errors],
         )
 
     def finish(self, *, failed: bool = False) -> None:

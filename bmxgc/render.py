@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from bmxgc.commands.apply import ApplyResult
+from bmxgc.commands.history import HistoryEntry
 from bmxgc.commands.inspect import PlanDiff, summary
+from bmxgc.commands.recover import RecoverResult
 from bmxgc.commands.undo import UndoResult
 from bmxgc.model import Plan
 
@@ -189,3 +191,46 @@ def undo_text(result: UndoResult) -> str:
             lines.append(f"  ... and {len(result.skipped) - 20:,} more")
     lines.append(f"Record: {result.record_path}")
     return "\n".join(lines)
+
+
+def recover_text(result: RecoverResult) -> str:
+    plan = result.plan
+    scope = f"s3://{plan.bucket}/{plan.prefix}" if plan.prefix else f"s3://{plan.bucket} (whole bucket)"
+    stats = plan.stats
+    lines = [
+        f"Scanned {scope}: {stats['versions_listed']:,} versions; "
+        f"{stats['delete_markers_in_window']:,} keys deleted between {plan.since} and {plan.until}.",
+        f"  to restore           {stats['to_restore']:>10,}   {human_bytes(stats['bytes_to_restore'])}",
+        f"  nothing beneath      {stats['nothing_beneath']:>10,}   (a marker with no version to bring back)",
+    ]
+    if plan.restores:
+        lines.append("")
+        lines.append(f"Sample ({len(plan.sample_keys)} of {len(plan.restores):,}), key: version brought back")
+        by_key = {item.key: item for item in plan.restores}
+        lines += [
+            f"  + {k}: {by_key[k].restores_version_id} (deleted {by_key[k].deleted_at})" for k in plan.sample_keys
+        ]
+    lines.append("")
+    lines.append(f"Recovery plan: {result.plan_location}")
+    if result.applied:
+        lines.append(f"Recover complete! {result.restored:,} restored, {result.errors:,} failed.")
+        lines.append(f"Receipt: {result.receipt_location}")
+    elif plan.restores:
+        lines.append("Nothing was changed. Run again with --auto-approve to restore these objects.")
+    else:
+        lines.append("Nothing to restore.")
+    return "\n".join(lines)
+
+
+def history_text(entries: list[HistoryEntry]) -> str:
+    if not entries:
+        return "No plans yet."
+    rows = [("WHEN", "STATE", "ORPHANS", "WHERE", "BY", "FILE")]
+    rows += [
+        (e.when, e.state, f"{e.orphans:,}", f"s3://{e.bucket}/{e.prefix}", e.applied_by or "-", e.name)
+        for e in entries
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows
+    )

@@ -47,6 +47,10 @@ def undo(
         name = newest_receipt(store)
     receipt = load_receipt(store, name)
     path = store.location(name)
+    if receipt.kind != "apply":
+        raise GateRefused(
+            "integrity", f"{path} is the receipt of a {receipt.kind}, which deleted nothing; nothing to undo"
+        )
     if (receipt.bucket, receipt.prefix) != (config.s3.bucket, config.s3.prefix):
         raise GateRefused(
             "environment",
