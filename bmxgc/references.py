@@ -36,7 +36,8 @@ def parse_url(url: str) -> URL:
 
 def redact_url(url: str) -> str:
     """The URL with its password (and password-like parameters) removed."""
-    parsed = parse_url(url).set(password=None)
+    # Not ``.set(password=None)``: ``set`` ignores None and would keep the password.
+    parsed = parse_url(url)._replace(password=None)
     parsed = parsed.difference_update_query([p for p in parsed.query if p.lower() in _SECRET_PARAMS])
     return parsed.render_as_string(hide_password=False)
 
