@@ -40,6 +40,27 @@ def _progress() -> Callable[[str, int], None] | None:
     return report
 
 
+class _DeleteBar:
+    """click's progress bar on stderr for batches of deletes, only on a terminal."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="deleting", file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
 def _end_progress() -> None:
     if sys.stderr.isatty():
         click.echo("\r\033[K", nl=False, err=True)
@@ -67,14 +88,34 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     is_flag=True,
     help="Exit 2 when the plan has orphans, 0 when it has none.",
 )
+@click.option(
+    "--cross-check",
+    is_flag=True,
+    help="Also look for each orphan's key in the text columns no source declares.",
+)
+@click.option(
+    "--cross-check-table",
+    "cross_check_tables",
+    multiple=True,
+    metavar="TABLE",
+    help="Cross-check only these tables (repeatable; lifts the 50-table limit).",
+)
 @click.pass_obj
-def plan_command(obj: _Context, out: str | None, detailed_exitcode: bool) -> None:
+def plan_command(
+    obj: _Context, out: str | None, detailed_exitcode: bool, cross_check: bool, cross_check_tables: tuple[str, ...]
+) -> None:
     """List the prefix, read the references, and write a plan of the orphans."""
     from bmxgc.commands.plan import plan
     from bmxgc.render import plan_text
 
     try:
-        result = plan(obj.config(), out=out, progress=_progress())
+        result = plan(
+            obj.config(),
+            out=out,
+            progress=_progress(),
+            cross_check=cross_check,
+            cross_check_tables=cross_check_tables,
+        )
     finally:
         _end_progress()
     click.echo(plan_text(result.plan, result.path))
@@ -156,13 +197,18 @@ def apply_command(obj: _Context, plan_path: str, auto_approve: bool, max_orphan_
     from bmxgc.commands.apply import apply
     from bmxgc.render import apply_text
 
-    result = apply(
-        obj.config(),
-        plan_path,
-        auto_approve=auto_approve,
-        max_orphan_ratio=max_orphan_ratio,
-        confirm=_ask_yes(),
-    )
+    bar = _DeleteBar()
+    try:
+        result = apply(
+            obj.config(),
+            plan_path,
+            auto_approve=auto_approve,
+            max_orphan_ratio=max_orphan_ratio,
+            confirm=_ask_yes(),
+            progress=bar,
+        )
+    finally:
+        bar.close()
     click.echo(apply_text(result))
 
 

@@ -121,6 +121,8 @@ class Plan(_Record):
     warnings: list[str]
     sample_orphan_keys: list[str]
     cross_check: list[CrossCheckHit] | None = None
+    cross_check_columns: list[str] | None = None
+    cross_check_tables_not_scanned: list[str] | None = None
     orphans: list[ObjectVersion]
 
     @property

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from bmxgc import __version__
 from bmxgc.config import ReferenceSource, SafetySettings
 from bmxgc.model import (
+    CrossCheckHit,
     ObjectVersion,
     Plan,
     ReferenceSummary,
@@ -54,6 +55,20 @@ class ScanContext:
     bucket_versioning: str
     database: str  # already without its password
     undo_window_days: int | None = None
+    previous: Previous | None = None
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The newest earlier plan of the same bucket and prefix, for the trend warning."""
+
+    name: str
+    created_at: str
+    orphans: int
+    orphan_ratio: float
+
+
+TREND_MIN_JUMP = 100  # a doubling from 3 to 7 orphans is noise; from 120 to 5,089 it is not
 
 
 def build_plan(
@@ -177,6 +192,9 @@ def plan_warnings(
             "a lifecycle rule expires noncurrent versions in under a day: undo would have "
             "almost no time to work; lengthen NoncurrentVersionExpiration"
         )
+    trend = trend_warning(context.previous, stats)
+    if trend:
+        warnings.append(trend)
     if stats.dangling_references:
         warnings.append(
             f"{stats.dangling_references:,} referenced keys under {prefix} do not exist in S3 "
@@ -197,6 +215,51 @@ def plan_warnings(
             f"{prefix}-old/...; end it with '/' to scan one folder"
         )
     return warnings
+
+
+CROSS_CHECK_WARNINGS = 20
+
+
+def with_cross_check(
+    plan: Plan, hits: Sequence[tuple[str, str, str]], columns: Sequence[str], not_scanned: Sequence[str]
+) -> Plan:
+    """The plan with cross-check hits recorded and warned about, rehashed."""
+    warnings = [
+        f"cross-check: orphan {key} is named in {table}.{column}, which no source declares; "
+        "declare that column as a source or protect the key, then plan again (apply refuses this plan)"
+        for table, column, key in hits[:CROSS_CHECK_WARNINGS]
+    ]
+    if len(hits) > CROSS_CHECK_WARNINGS:
+        warnings.append(f"cross-check: {len(hits) - CROSS_CHECK_WARNINGS:,} more hits (see cross_check)")
+    if not_scanned:
+        warnings.append(
+            f"cross-check: {len(not_scanned):,} tables were not scanned (over the limit): "
+            f"{', '.join(not_scanned[:5])}{'...' if len(not_scanned) > 5 else ''}; name them with "
+            "--cross-check-table to scan them"
+        )
+    checked = plan.model_copy(
+        update={
+            "warnings": warnings + plan.warnings,
+            "cross_check": [CrossCheckHit(table=t, column=c, key=k) for t, c, k in hits],
+            "cross_check_columns": list(columns),
+            "cross_check_tables_not_scanned": list(not_scanned),
+        }
+    )
+    return checked.model_copy(update={"plan_hash": compute_hash(plan_to_dict(checked))})
+
+
+def trend_warning(previous: Previous | None, stats: Stats) -> str | None:
+    """A sudden jump in orphans is how a broken mapping or an emptied table looks."""
+    if previous is None or stats.orphans - previous.orphans <= TREND_MIN_JUMP:
+        return None
+    doubled = stats.orphans > 2 * previous.orphans or stats.orphan_ratio > 2 * previous.orphan_ratio
+    if not doubled:
+        return None
+    return (
+        f"orphans jumped from {previous.orphans:,} (ratio {previous.orphan_ratio:.2f}) in the previous "
+        f"plan {previous.name} ({previous.created_at}) to {stats.orphans:,} (ratio {stats.orphan_ratio:.2f}): "
+        "a broken mapping or an emptied table looks like this; compare them with 'bmxgc diff'"
+    )
 
 
 def _ceil2(ratio: float) -> str:

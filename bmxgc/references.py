@@ -7,11 +7,13 @@ files are opened with ``mode=ro``. Rows are streamed, never fetched whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import String, column, create_engine, inspect, select, table, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.sql.expression import ColumnClause
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 
 from bmxgc.config import ReferenceSource
@@ -165,3 +167,82 @@ def _is_connection_error(exc: DBAPIError) -> bool:
 
 def _first_line(exc: object) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+# --- cross-check: a second opinion on the declared sources -------------------------
+
+CROSS_CHECK_MAX_TABLES = 50
+CROSS_CHECK_BATCH = 500
+
+
+@dataclass
+class CrossCheck:
+    """Orphan keys found in text columns that no source declares."""
+
+    hits: list[tuple[str, str, str]]  # table, column, orphan key
+    columns: list[str]  # "table.column" scanned
+    tables_not_scanned: list[str]  # over the limit
+
+
+def _declared(table: str, column: str, sources: Iterable[ReferenceSource]) -> bool:
+    """A column counts as a source if a source query names both it and its table."""
+    def named(word: str, query: str) -> bool:
+        return re.search(rf"(?<![\w]){re.escape(word.lower())}(?![\w])", query.lower()) is not None
+
+    return any(named(table, s.query) and named(column, s.query) for s in sources)
+
+
+def cross_check(
+    url: str,
+    orphan_keys: Sequence[str],
+    prefix: str,
+    sources: Sequence[ReferenceSource],
+    *,
+    tables: Sequence[str] | None = None,
+    max_tables: int = CROSS_CHECK_MAX_TABLES,
+) -> CrossCheck:
+    """Look for each orphan key, and the key without ``prefix``, in every text
+    column not already a source (batched ``IN`` lookups, read-only)."""
+    wanted: dict[str, str] = {}
+    for key in orphan_keys:
+        wanted[key] = key
+        if key.startswith(prefix) and len(key) > len(prefix):
+            wanted.setdefault(key[len(prefix) :], key)
+    engine = _read_only_engine(url)
+    result = CrossCheck(hits=[], columns=[], tables_not_scanned=[])
+    try:
+        inspector = inspect(engine)
+        names = sorted(inspector.get_table_names())
+        if tables:
+            unknown = sorted(set(tables) - set(names))
+            if unknown:
+                raise ConfigError(f"--cross-check-table: no table named {', '.join(unknown)} in the database")
+            names = sorted(tables)
+        elif len(names) > max_tables:
+            result.tables_not_scanned = names[max_tables:]
+            names = names[:max_tables]
+        values = list(wanted)
+        with engine.connect() as conn:
+            for table_name in names:
+                for col in inspector.get_columns(table_name):
+                    if not isinstance(col["type"], String) or _declared(table_name, col["name"], sources):
+                        continue
+                    result.columns.append(f"{table_name}.{col['name']}")
+                    column_ref: ColumnClause[str] = column(col["name"])
+                    found: set[str] = set()
+                    for start in range(0, len(values), CROSS_CHECK_BATCH):
+                        batch = values[start : start + CROSS_CHECK_BATCH]
+                        query = (
+                            select(column_ref).select_from(table(table_name)).where(column_ref.in_(batch)).distinct()
+                        )
+                        with conn.begin():
+                            found.update(str(v) for (v,) in conn.execute(query))
+                    for value in sorted(found):
+                        result.hits.append((table_name, col["name"], wanted[value]))
+    except DBAPIError as exc:
+        raise ServiceError(
+            f"database {redact_url(url)}: cross-check failed: {_first_line(exc.orig)}"
+        ) from None
+    finally:
+        engine.dispose()
+    return result

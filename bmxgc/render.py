@@ -52,6 +52,11 @@ def plan_text(plan: Plan, path: Path | str | None = None) -> str:
         f"against {plan.database}"
     )
     lines += _stat_lines(plan)
+    if plan.cross_check_columns is not None:
+        lines.append(
+            f"  cross-check          {len(plan.cross_check or []):>10,}   hits in "
+            f"{len(plan.cross_check_columns):,} undeclared text columns"
+        )
     lines.append("")
     if plan.sample_orphan_keys:
         lines.append(f"Sample orphan keys ({len(plan.sample_orphan_keys)} of {plan.stats.orphans:,}):")
@@ -98,6 +103,11 @@ def plan_markdown(plan: Plan) -> str:
         ("**orphans**", f"**{s.orphans:,}** ({human_bytes(s.orphan_bytes)})"),
         ("orphan ratio", f"{percent(s.orphan_ratio)} (max {percent(plan.safety.max_orphan_ratio)})"),
         ("bucket versioning", plan.bucket_versioning),
+        *(
+            [("cross-check hits", f"{len(plan.cross_check or []):,} in {len(plan.cross_check_columns):,} columns")]
+            if plan.cross_check_columns is not None
+            else []
+        ),
         ("database", f"`{_md(plan.database)}`"),
     ]
     lines += ["| | |", "|---|---:|"] + [f"| {k} | {v} |" for k, v in rows]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -10,10 +10,13 @@ from pathlib import Path
 from bmxgc import s3
 from bmxgc.config import Config
 from bmxgc.model import Plan, utc_now
-from bmxgc.planfile import default_file_name, render_plan_json
-from bmxgc.planner import ScanContext, build_plan
+from bmxgc.errors import PlanFileError
+from bmxgc.planfile import default_file_name, parse_plan_text, render_plan_json
+from bmxgc.planner import Previous, ScanContext, build_plan, with_cross_check
+from bmxgc.references import cross_check as references_cross_check
 from bmxgc.references import read_references, redact_url
-from bmxgc.store import open_location, plans_store
+from bmxgc.receipt import RECEIPT_SUFFIX, UNDO_SUFFIX
+from bmxgc.store import Store, open_location, plans_store
 
 # progress(stage, count): "listing" counts versions listed, "querying" rows read.
 Progress = Callable[[str, int], None]
@@ -30,6 +33,8 @@ def plan(
     *,
     out: str | Path | None = None,
     write: bool = True,
+    cross_check: bool = False,
+    cross_check_tables: Sequence[str] = (),
     now: datetime | None = None,
     progress: Progress | None = None,
     client: s3.S3Client | None = None,
@@ -49,6 +54,7 @@ def plan(
     bucket, prefix = config.s3.bucket, config.s3.prefix
     versioning = s3.versioning_status(client, bucket)
     undo_days = s3.noncurrent_expiry_days(client, bucket, prefix)
+    store = plans_store(config, client)
     result = build_plan(
         s3.list_versions(client, bucket, prefix, _stage(progress, "listing")),
         references,
@@ -60,15 +66,25 @@ def plan(
             bucket_versioning=versioning,
             database=redact_url(database_url),
             undo_window_days=undo_days,
+            previous=previous_plan(store, bucket, prefix),
         ),
         now or utc_now(),
     )
+    if cross_check or cross_check_tables:
+        found = references_cross_check(
+            database_url,
+            [o.key for o in result.orphans],
+            prefix,
+            config.references,
+            tables=list(cross_check_tables) or None,
+        )
+        result = with_cross_check(result, found.hits, found.columns, found.tables_not_scanned)
     if not write:
         return PlanResult(plan=result, path=None)
     if out is not None:
         store, name = open_location(str(out), client)
     else:
-        store, name = plans_store(config, client), default_file_name(result)
+        name = default_file_name(result)
     location = store.create(name, render_plan_json(result), read_only=True)
     return PlanResult(plan=result, path=location)
 
@@ -78,3 +94,23 @@ def _stage(progress: Progress | None, stage: str) -> Callable[[int], None] | Non
         return None
     report = progress
     return lambda count: report(stage, count)
+
+
+PREVIOUS_PLANS_READ = 20
+
+
+def previous_plan(store: Store, bucket: str, prefix: str) -> Previous | None:
+    """The newest plan in ``store`` for this bucket and prefix (among the newest 20 files)."""
+    candidates = [
+        n for n in store.names() if n.endswith(".json") and not n.endswith((RECEIPT_SUFFIX, UNDO_SUFFIX))
+    ]
+    found: list[Previous] = []
+    for name in sorted(candidates, reverse=True)[:PREVIOUS_PLANS_READ]:
+        text = store.read(name)
+        try:
+            earlier = parse_plan_text(text or "", name)
+        except PlanFileError:
+            continue  # recovery plans, foreign or broken files: not a baseline
+        if (earlier.bucket, earlier.prefix) == (bucket, prefix):
+            found.append(Previous(name, earlier.created_at, earlier.stats.orphans, earlier.stats.orphan_ratio))
+    return max(found, key=lambda p: p.created_at, default=None)
