@@ -6,6 +6,7 @@ Nothing here decides anything; every command is a function in
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -304,6 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return 130
+    except OSError as exc:
+        click.echo(f"Error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", err=True)
+        return EXIT_ERROR
+    except Exception as exc:  # one line, never a traceback; BMXGC_DEBUG=1 shows it
+        if os.environ.get("BMXGC_DEBUG"):
+            raise
+        first = (str(exc).splitlines() or [""])[0]
+        click.echo(
+            f"Error: unexpected {type(exc).__name__}: {first}; run again with BMXGC_DEBUG=1 and report it",
+            err=True,
+        )
+        return EXIT_ERROR
     return EXIT_OK
 
 
