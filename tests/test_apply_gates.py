@@ -145,9 +145,18 @@ def test_apply_protect_pattern_added_today_refused_bucket_unchanged(world: World
     assert world.snapshot() == before
 
 
-@pytest.mark.skip(reason="plan --cross-check is not implemented yet: no plan with hits can be produced")
-def test_apply_cross_check_hit_refused() -> None:  # pragma: no cover
-    raise AssertionError
+def test_apply_plan_with_cross_check_hit_refused_bucket_unchanged(world: World, cli: Any) -> None:
+    # An undeclared column still uses one orphan (without the prefix, as the app stores keys).
+    key = world.orphan_keys[3]
+    world.db.execute("CREATE TABLE listings (id INTEGER PRIMARY KEY, cover TEXT)")
+    world.db.execute(f"INSERT INTO listings (id, cover) VALUES (1, {world.db.param})", (key.removeprefix(PREFIX),))
+    made = cli("-c", world.config_path, "plan", "--cross-check")
+    assert made.code == 0, made.output
+    plan = made.saved_path()
+    before = world.snapshot()
+    err = refused(apply_cli(cli, world, plan, "--auto-approve"), "scope")
+    assert key in err and "listings.cover" in err
+    assert world.snapshot() == before
 
 
 # --------------------------------------------------------------------------- 5 volume
