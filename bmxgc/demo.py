@@ -112,7 +112,11 @@ class _Steps:
             cwd=self.world.workdir,
             capture_output=True,
             text=True,
-            env={**os.environ, "BMXGC_CONFIG": ""},
+            # The demo's own config and database, whatever the caller has set.
+            env={
+                **{k: v for k, v in os.environ.items() if k not in ("BMXGC_CONFIG", "BMXGC_DATABASE_URL")},
+                "BMXGC_CONFIG": "",
+            },
             timeout=120,
         )
         for line in (proc.stdout + proc.stderr).rstrip().splitlines():

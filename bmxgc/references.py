@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from sqlalchemy import String, column, create_engine, inspect, select, table, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
@@ -54,9 +55,14 @@ def _read_only_engine(url: str) -> Engine:
                 raise ConfigError("database.url: an SQLite URL must name a database file")
             if parsed.query.get("uri") == "true" or database.startswith("file:"):
                 raise ConfigError("database.url: write a plain sqlite:///path URL; bmxgc opens it read-only")
-            ro = URL.create("sqlite", database=f"file:{database}?mode=ro", query={"uri": "true"})
+            # Percent-encoded: a '#' or '?' in the file name would otherwise end
+            # the path and drop mode=ro (SQLite would open, even create, another file).
+            ro = URL.create("sqlite", database=f"file:{quote(database, safe='/')}?mode=ro", query={"uri": "true"})
             return create_engine(ro)
         if backend == "postgresql":
+            if parsed.drivername == "postgresql":
+                # psycopg2 is the driver bmxgc ships; SQLAlchemy 2.1 would pick psycopg 3.
+                parsed = parsed.set(drivername="postgresql+psycopg2")
             return create_engine(
                 parsed,
                 connect_args={"options": "-c default_transaction_read_only=on"},

@@ -143,8 +143,13 @@ class Bucket:
         return keys
 
 
-def _new_bucket(endpoint: str, versioned: bool) -> Bucket:
-    client = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1")
+@pytest.fixture(scope="session")
+def s3_admin(s3_endpoint: str) -> Any:
+    """One plain boto3 client for test setup (creating a client loads botocore's models: slow)."""
+    return boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+def _new_bucket(client: Any, endpoint: str, versioned: bool) -> Bucket:
     name = f"bmxgc-test-{uuid.uuid4().hex[:16]}"
     client.create_bucket(Bucket=name)
     if versioned:
@@ -153,16 +158,16 @@ def _new_bucket(endpoint: str, versioned: bool) -> Bucket:
 
 
 @pytest.fixture
-def bucket(s3_endpoint: str) -> Iterator[Bucket]:
+def bucket(s3_endpoint: str, s3_admin: Any) -> Iterator[Bucket]:
     """A fresh, uniquely named, versioned bucket."""
-    yield _new_bucket(s3_endpoint, versioned=True)
+    yield _new_bucket(s3_admin, s3_endpoint, versioned=True)
     _forget_moto_models()
 
 
 @pytest.fixture
-def make_bucket(s3_endpoint: str) -> Iterator[Callable[..., Bucket]]:
+def make_bucket(s3_endpoint: str, s3_admin: Any) -> Iterator[Callable[..., Bucket]]:
     """A factory for more buckets, versioned or not."""
-    yield lambda versioned=True: _new_bucket(s3_endpoint, versioned)
+    yield lambda versioned=True: _new_bucket(s3_admin, s3_endpoint, versioned)
     _forget_moto_models()
 
 

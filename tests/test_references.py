@@ -190,3 +190,28 @@ def test_redact_url_removes_password_and_keeps_the_rest() -> None:
 def test_redact_url_leaves_url_without_password_alone() -> None:
     assert redact_url("sqlite:////var/app.db") == "sqlite:////var/app.db"
     assert redact_url("postgresql://app@db/app") == "postgresql://app@db/app"
+
+
+def test_references_sqlite_file_name_with_hash_is_opened_read_only(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "app #1.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (s3_key TEXT)")
+        conn.execute("INSERT INTO t VALUES ('1/a')")
+    conn.close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = read_references(f"sqlite:///{path}", [source("SELECT s3_key FROM t")])
+    assert result.keys == {"1/a"}
+    with pytest.raises(ReferenceQueryError, match="readonly"):
+        read_references(f"sqlite:///{path}", [source("INSERT INTO t VALUES ('2/b') RETURNING s3_key")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no other file opened or created
+
+
+def test_references_postgresql_url_without_driver_uses_psycopg2(pg: Database) -> None:
+    table = pg.table(["1/a"])
+    url = pg.url.replace("postgresql+psycopg2://", "postgresql://")
+    assert read_references(url, [source(f"SELECT s3_key FROM {table}")]).keys == {"1/a"}
+    with pytest.raises(ReferenceQueryError):
+        read_references(url, [source(f"DELETE FROM {table} RETURNING s3_key")])
+    assert pg.rows(table) == [(1, "1/a")]
