@@ -250,6 +250,7 @@ def postgres() -> Iterator[PostgresServer]:
             pytrace=False,
         )
     as_root = os.geteuid() == 0
+    # initdb refuses to run as root: as root, the cluster belongs to 'postgres'.
     runner: list[str] = ["runuser", "-u", "postgres", "--"] if as_root else []
     workdir = tempfile.mkdtemp(prefix="bmxgc-pg-")
     if as_root:
@@ -258,6 +259,11 @@ def postgres() -> Iterator[PostgresServer]:
         except KeyError:
             pytest.fail("running as root but there is no 'postgres' user to run initdb", pytrace=False)
         os.chown(workdir, owner.pw_uid, owner.pw_gid)
+        if subprocess.run([*runner, "test", "-w", workdir], capture_output=True).returncode != 0:
+            # TMPDIR is not reachable by 'postgres' (a 0700 parent): use /tmp.
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir = tempfile.mkdtemp(prefix="bmxgc-pg-", dir="/tmp")
+            os.chown(workdir, owner.pw_uid, owner.pw_gid)
     # '#', '@' and '/' need URL encoding: a leak in either form is caught.
     password = f"pg-SECRET-{secrets.token_hex(8)}#@/x"
     pwfile = Path(workdir) / "pwfile"

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine with Python 3.11+ and package registries.
+#
+#   bash scripts/test.sh            # every test
+#   bash scripts/test.sh -q -k plan # any pytest arguments
+#
+# Creates .venv if missing, installs bmxgc with its test extras, installs
+# PostgreSQL's server binaries with apt-get when they are missing (the tests
+# start a throwaway cluster from them; as root they run it as 'postgres'),
+# then runs pytest and exits with its status.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+
+find_python() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+if [ ! -x .venv/bin/python ]; then
+    python=$(find_python) || { log "Python 3.11 or newer is needed (set PYTHON=/path/to/python3.11)"; exit 1; }
+    log "creating .venv with $python"
+    "$python" -m venv .venv
+fi
+
+log "installing bmxgc with its test extras into .venv"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+have_postgres() {
+    command -v initdb >/dev/null 2>&1 && return 0
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+
+if ! have_postgres; then
+    if [ "$(id -u)" -ne 0 ]; then
+        log "PostgreSQL's server binaries (initdb, pg_ctl) are missing; install them (e.g. apt-get install postgresql) or run as root"
+        exit 1
+    fi
+    log "installing PostgreSQL's server binaries with apt-get"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql >/dev/null
+    have_postgres || { log "apt-get installed postgresql but initdb is still missing"; exit 1; }
+fi
+
+exec .venv/bin/python -m pytest "$@"
