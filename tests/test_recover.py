@@ -1,0 +1,307 @@
+"""``bmxgc recover``: the incident replayed with no receipt, against moto's S3 server.
+
+The incident's job deleted objects across books/, listings/, images/ and
+others with plain DeleteObjects (delete markers) and left no receipt. recover
+must put back every one of them (same version id, same bytes), leave a key
+uploaded again since as it is, touch no marker outside its window, and never
+resurrect bmxgc's own lock objects.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from apply_support import build_world
+from ops_support import (
+    current,
+    delete_plainly,
+    held_objects,
+    next_second,
+    read_json,
+    saved,
+    stamp,
+    versions,
+)
+from support import CliResult, assert_one_line_error, config_doc, write_toml
+
+Cli = Callable[..., CliResult]
+
+INCIDENT = {
+    "books/": [f"books/{n}/image_00.webp" for n in (515, 516, 517, 518, 519, 520)],
+    "listings/": [f"listings/{n}/cover.jpg" for n in range(1, 5)],
+    "images/": [f"images/logo-{n}.png" for n in range(1, 4)],
+    "lambda/": ["lambda/handler.zip"],
+    "prompts/": ["prompts/system.txt"],
+}
+REUPLOADED = "books/517/image_00.webp"  # uploaded again by the app after the incident
+UNTOUCHED = ["config/settings.json", "books/999/image_00.webp"]  # never deleted
+EARLIER = "prompts/retired.txt"  # deleted on purpose a while before the incident
+
+
+def body(key: str) -> bytes:
+    return f"original bytes of {key}".encode()
+
+
+class Incident:
+    """A bucket after the incident: every key in INCIDENT deleted by one plain
+    DeleteObjects, REUPLOADED uploaded again since, EARLIER deleted before."""
+
+    def __init__(self, bucket: Any, folder: Path, *, edges: bool) -> None:
+        self.bucket = bucket
+        self.folder = folder
+        self.original: dict[str, str] = {}
+        for key in [k for keys in INCIDENT.values() for k in keys] + UNTOUCHED + [EARLIER]:
+            self.original[key] = bucket.put(key, body(key))["VersionId"]
+        bucket.delete(EARLIER)
+        # With edges, the incident starts in a later second than the earlier deletion.
+        self.since = next_second() if edges else datetime.now(timezone.utc) - timedelta(minutes=5)
+        self.deleted = [k for keys in INCIDENT.values() for k in keys]
+        # Without edges the earlier deletion falls in the window too.
+        self.in_window = restorable(ALL) + ([] if edges else [EARLIER])
+        delete_plainly(bucket.client, bucket.name, self.deleted)
+        self.reuploaded_version = bucket.put(REUPLOADED, b"new bytes from the app")["VersionId"]
+        self.config_path = write_toml(
+            folder / "bmxgc.toml",
+            config_doc(bucket=bucket.name, prefix="books/", endpoint=bucket.endpoint),
+        )
+
+    @property
+    def client(self) -> Any:
+        return self.bucket.client
+
+    @property
+    def name(self) -> str:
+        return str(self.bucket.name)
+
+    def now(self, key: str) -> tuple[str, bytes] | None:
+        return current(self.client, self.name, key)
+
+    def assert_restored(self, keys: list[str]) -> None:
+        for key in keys:
+            assert self.now(key) == (self.original[key], body(key)), key
+
+    def assert_still_deleted(self, keys: list[str]) -> None:
+        for key in keys:
+            assert self.now(key) is None, f"{key} was restored"
+
+    def assert_reupload_kept(self) -> None:
+        assert self.now(REUPLOADED) == (self.reuploaded_version, b"new bytes from the app")
+
+    def recover(self, cli: Cli, *args: str) -> CliResult:
+        return cli("-c", self.config_path, "recover", "--since", stamp(self.since), *args)
+
+
+@pytest.fixture
+def incident(bucket: Any, tmp_path: Path) -> Incident:
+    return Incident(bucket, tmp_path, edges=False)
+
+
+def restorable(prefixes: list[str]) -> list[str]:
+    return [k for p in prefixes for k in INCIDENT[p] if k != REUPLOADED]
+
+
+ALL = list(INCIDENT)
+
+
+# --------------------------------------------------------------------------- restoring
+
+
+def test_recover_whole_bucket_restores_every_deleted_object_and_keeps_reupload(
+    bucket: Any, tmp_path: Path, cli: Cli
+) -> None:
+    incident = Incident(bucket, tmp_path, edges=True)
+    next_second()
+    late = "listings/99/cover.jpg"  # deleted after the window
+    incident.original[late] = bucket.put(late, body(late))["VersionId"]
+    until = next_second() - timedelta(seconds=1)
+    bucket.delete(late)
+
+    result = incident.recover(cli, "--until", stamp(until), "--whole-bucket", "--auto-approve")
+
+    assert result.code == 0, result.output
+    wanted = restorable(ALL)
+    assert f"Recover complete! {len(wanted)} restored, 0 failed." in result.out
+    assert "(whole bucket)" in result.out
+    incident.assert_restored(wanted + UNTOUCHED)
+    incident.assert_reupload_kept()
+    incident.assert_still_deleted([EARLIER, late])  # markers outside the window: untouched
+    receipt = read_json(saved(result.out, "Receipt"))
+    assert receipt["kind"] == "recover" and receipt["status"] == "complete"
+    assert receipt["prefix"] == "" and receipt["bucket"] == incident.name
+    assert {(r["key"], r["version_id"]) for r in receipt["restored"]} == {(k, incident.original[k]) for k in wanted}
+
+
+def test_recover_prefix_restores_only_that_prefix(incident: Incident, cli: Cli) -> None:
+    result = incident.recover(cli, "--prefix", "listings/", "--auto-approve")
+    assert result.code == 0, result.output
+    assert f"{len(INCIDENT['listings/'])} restored" in result.out
+    incident.assert_restored(INCIDENT["listings/"])
+    incident.assert_still_deleted(restorable(["books/", "images/", "lambda/", "prompts/"]))
+
+
+def test_recover_without_prefix_uses_the_config_prefix(incident: Incident, cli: Cli) -> None:
+    result = incident.recover(cli, "--auto-approve")
+    assert result.code == 0, result.output
+    assert f"s3://{incident.name}/books/" in result.out
+    incident.assert_restored(restorable(["books/"]))
+    incident.assert_reupload_kept()
+    incident.assert_still_deleted(restorable(["listings/", "images/", "lambda/", "prompts/"]))
+
+
+def test_recover_without_auto_approve_changes_nothing_but_saves_the_plan(incident: Incident, cli: Cli) -> None:
+    before = versions(incident.client, incident.name)
+    result = incident.recover(cli, "--whole-bucket")
+    assert result.code == 0, result.output
+    assert versions(incident.client, incident.name) == before
+    assert held_objects(incident.client, incident.name) == []  # no lock left behind
+    assert "Nothing was changed" in result.out and "--auto-approve" in result.out
+    location = saved(result.out, "Recovery plan")
+    plan = read_json(location)
+    assert Path(location).parent == incident.folder / "plans"
+    assert plan["kind"] == "recovery" and plan["prefix"] == ""
+    wanted = incident.in_window
+    assert {(r["key"], r["restores_version_id"]) for r in plan["restores"]} == {
+        (k, incident.original[k]) for k in wanted
+    }
+    assert plan["stats"]["to_restore"] == len(wanted)
+    # What each restore brings back is shown, as a plan shows its orphans.
+    for key in wanted:  # fewer than 20: every one is shown
+        assert f"+ {key}: {incident.original[key]}" in result.out
+    assert not list((incident.folder / "plans").glob("*.receipt.json"))
+
+
+def test_recover_dry_run_then_approve_in_the_same_second(incident: Incident, cli: Cli) -> None:
+    # The operator looks first, then approves at once: the second run must not
+    # trip over the first run's recovery plan file.
+    looked = incident.recover(cli, "--prefix", "images/")
+    approved = incident.recover(cli, "--prefix", "images/", "--auto-approve")
+    assert looked.code == 0, looked.output
+    assert approved.code == 0, approved.output
+    incident.assert_restored(INCIDENT["images/"])
+    assert read_json(saved(approved.out, "Recovery plan"))["stats"]["to_restore"] == len(INCIDENT["images/"])
+    assert read_json(saved(approved.out, "Receipt"))["kind"] == "recover"
+
+
+def test_recover_second_run_restores_nothing_and_undo_refuses_its_receipt(incident: Incident, cli: Cli) -> None:
+    first = incident.recover(cli, "--whole-bucket", "--auto-approve")
+    assert first.code == 0, first.output
+    receipt = saved(first.out, "Receipt")
+    after_first = versions(incident.client, incident.name)
+
+    second = incident.recover(cli, "--whole-bucket", "--auto-approve")
+    assert second.code == 0, second.output
+    assert "Nothing to restore." in second.out
+    assert versions(incident.client, incident.name) == after_first
+
+    named = cli("-c", incident.config_path, "undo", receipt, "--auto-approve")
+    assert_one_line_error(named, 3, "recover")
+    newest = cli("-c", incident.config_path, "undo", "--auto-approve")
+    assert newest.code == 3, newest.output  # no apply receipt to undo
+    assert versions(incident.client, incident.name) == after_first
+    incident.assert_restored(restorable(ALL))
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--prefix", ""], "--prefix"),
+        (["--prefix", "/"], "--prefix"),
+        (["--prefix", "books/", "--whole-bucket"], "--whole-bucket"),
+        (["--until", "2000-01-01T00:00:00Z"], "--until"),
+        (["--until", "yesterday"], "--until"),
+    ],
+    ids=["empty-prefix", "slash-prefix", "prefix-and-whole-bucket", "until-before-since", "until-not-a-time"],
+)
+def test_recover_bad_arguments_refused_bucket_unchanged(
+    incident: Incident, cli: Cli, args: list[str], needle: str
+) -> None:
+    before = versions(incident.client, incident.name, locks=True)
+    result = incident.recover(cli, *args, "--auto-approve")
+    assert_one_line_error(result, 1, needle)
+    assert versions(incident.client, incident.name, locks=True) == before
+    assert not (incident.folder / "plans").exists()
+
+
+def test_recover_since_not_a_time_refused(incident: Incident, cli: Cli) -> None:
+    result = cli("-c", incident.config_path, "recover", "--since", "last tuesday", "--whole-bucket")
+    assert_one_line_error(result, 1, "--since", "RFC 3339")
+
+
+def test_recover_without_since_is_a_usage_error_exit_1(incident: Incident, cli: Cli) -> None:
+    result = cli("-c", incident.config_path, "recover", "--whole-bucket")
+    assert result.code == 1
+    assert "--since" in result.err
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def test_recover_over_a_thousand_keys_one_request_per_thousand(bucket: Any, tmp_path: Path) -> None:
+    from bmxgc import s3
+    from bmxgc.api import recover
+    from bmxgc.config import load_config
+
+    keys = [f"books/{n}/image_00.webp" for n in range(1, 1101)]
+    bucket.put_many(keys, b"webp")
+    delete_plainly(bucket.client, bucket.name, keys)
+    listed = 2 * len(keys)  # under books/: each key's version and its delete marker
+    config = load_config(
+        write_toml(tmp_path / "bmxgc.toml", config_doc(bucket=bucket.name, endpoint=bucket.endpoint))
+    )
+    client = s3.make_client(bucket.endpoint, "us-east-1")
+    calls: collections.Counter[str] = collections.Counter()
+    client.meta.events.register("before-call.s3", lambda model, **kw: calls.update([model.name]))
+
+    result = recover(
+        config, since=datetime.now(timezone.utc) - timedelta(minutes=5), auto_approve=True, client=client
+    )
+
+    assert result.restored == len(keys) and result.errors == 0
+    assert len(bucket.current_keys()) == len(keys)
+    assert calls["ListObjectVersions"] <= math.ceil(listed / 1000)
+    assert calls["DeleteObjects"] == math.ceil(len(keys) / 1000)
+    assert calls["DeleteObjectVersion"] == 0 and calls["DeleteObject"] <= 1  # at most the lock's release
+
+
+# --------------------------------------------------------------------------- bmxgc's own objects
+
+
+def test_recover_whole_bucket_never_resurrects_lock_objects(bucket: Any, sqlite_db: Any, tmp_path: Path, cli: Cli) -> None:
+    since = datetime.now(timezone.utc) - timedelta(minutes=5)
+    world = build_world(bucket, sqlite_db, tmp_path)
+    world.apply(world.plan())
+    world.undo()
+    locks = [r for r in versions(bucket.client, bucket.name, locks=True) if r[0].startswith(".bmxgc/")]
+    assert any(marker and latest for _k, _v, marker, latest, _e, _s in locks)  # markers in the window
+    bucket.delete("listings/1/cover.jpg")  # and one real deletion
+
+    result = cli("-c", world.config_path, "recover", "--since", stamp(since), "--whole-bucket", "--auto-approve")
+
+    assert result.code == 0, result.output
+    assert "1 restored" in result.out
+    assert held_objects(bucket.client, bucket.name) == []
+    assert ".bmxgc/" not in result.out
+    receipt = read_json(saved(result.out, "Receipt"))
+    assert [r["key"] for r in receipt["restored"]] == ["listings/1/cover.jpg"]
+    # No lock is stuck: apply still works on the prefix.
+    world.apply(world.plan())
+    assert all(world.current(k) is None for k in world.orphan_keys)
+
+
+def test_recover_restores_bmxgc_apply_deletions_too(bucket: Any, sqlite_db: Any, tmp_path: Path, cli: Cli) -> None:
+    """With the receipt lost, recover brings back what an apply deleted."""
+    since = datetime.now(timezone.utc) - timedelta(minutes=5)
+    world = build_world(bucket, sqlite_db, tmp_path)
+    world.apply(world.plan())
+    result = cli("-c", world.config_path, "recover", "--since", stamp(since), "--auto-approve")
+    assert result.code == 0, result.output
+    world.assert_orphans_restored()
