@@ -171,13 +171,16 @@ class World:
         return self.plans_dir / f"{plan_path.stem}.receipt.json"
 
     def assert_orphans_restored(self) -> None:
-        """Every planned object is current again with its original version, ETag and bytes."""
+        """Every planned object is current again with its original version id and
+        ETag (one listing), and, for up to 50 of them, its original bytes."""
+        latest = {row[0]: row for row in self.snapshot() if row[3]}
         for key in self.orphan_keys:
+            row = latest.get(key)
+            assert row is not None and not row[2], f"{key} was not restored"
+            assert (row[1], row[4]) == (self.original[key]["version_id"], self.original[key]["etag"]), key
+        for key in self.orphan_keys[:50]:
             now = self.current(key)
-            assert now is not None, f"{key} was not restored"
-            assert now["version_id"] == self.original[key]["version_id"], key
-            assert now["etag"] == self.original[key]["etag"], key
-            assert now["body"] == self.original[key]["body"], key
+            assert now == self.original[key], key
 
     def add_reference(self, value: str) -> None:
         """A new row in the application's table, as the app would insert it."""
@@ -199,7 +202,7 @@ def build_world(
     a few objects outside the prefix, and a config. ``fast`` loads through
     moto's backend (same body for all: for thousands of objects)."""
     live_values = [f"{i}/image_00.webp" for i in range(live)]
-    orphan_keys = [f"{PREFIX}{1000 + i}/image_00.webp" for i in range(orphans)]
+    orphan_keys = [f"{PREFIX}{900_000 + i}/image_00.webp" for i in range(orphans)]
     table = db.table(live_values)
     world = World(bucket=bucket, db=db, root=root, table=table, live_values=live_values, orphan_keys=orphan_keys)
     if fast:

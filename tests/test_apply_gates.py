@@ -136,12 +136,13 @@ def test_apply_stricter_max_plan_age_today_refused(world: World, cli: Any) -> No
 
 def test_apply_protect_pattern_added_today_refused_bucket_unchanged(world: World, cli: Any) -> None:
     plan = world.plan()
-    world.write_config(safety={"protect": ["books/1001/*"]})
+    protected = world.orphan_keys[1]
+    pattern = protected.rsplit("/", 1)[0] + "/*"
+    world.write_config(safety={"protect": [pattern]})
     before = world.snapshot()
     err = refused(apply_cli(cli, world, plan, "--auto-approve"), "scope")
-    assert "books/1001/image_00.webp" in err
-    assert "books/1001/*" in err
-    assert "books/1000/image_00.webp" not in err  # only the protected key is named
+    assert f"{protected}: matches protect pattern {pattern!r}" in err
+    assert world.orphan_keys[0] not in err  # only the protected key is named
     assert world.snapshot() == before
 
 
