@@ -148,6 +148,17 @@ class S3Store(Store):
         )
 
 
+def create_once(store: Store, name: str, text: str, *, read_only: bool = False) -> str:
+    """``store.create``, except that the very same document already saved under
+    ``name`` (the same plan made twice within one second) is kept and reused."""
+    try:
+        return store.create(name, text, read_only=read_only)
+    except PlanFileError:
+        if store.read(name) != text:
+            raise
+        return store.location(name)
+
+
 def is_s3_url(location: str) -> bool:
     return location.startswith("s3://")
 

@@ -16,7 +16,7 @@ from bmxgc.planner import Previous, ScanContext, build_plan, with_cross_check
 from bmxgc.references import cross_check as references_cross_check
 from bmxgc.references import read_references, redact_url
 from bmxgc.receipt import RECEIPT_SUFFIX, UNDO_SUFFIX
-from bmxgc.store import Store, open_location, plans_store
+from bmxgc.store import Store, create_once, open_location, plans_store
 
 # progress(stage, count): "listing" counts versions listed, "querying" rows read.
 Progress = Callable[[str, int], None]
@@ -85,7 +85,7 @@ def plan(
         store, name = open_location(str(out), client)
     else:
         name = default_file_name(result)
-    location = store.create(name, render_plan_json(result), read_only=True)
+    location = create_once(store, name, render_plan_json(result), read_only=True)
     return PlanResult(plan=result, path=location)
 
 

@@ -12,13 +12,13 @@ from datetime import datetime
 
 from bmxgc import __version__, lock, s3
 from bmxgc.config import Config
-from bmxgc.errors import ConfigError, PlanFileError
+from bmxgc.errors import ConfigError
 from bmxgc.model import KeyFailure, RecoveryItem, RecoveryPlan, RestoredEntry, parse_rfc3339, rfc3339, utc_now
 from bmxgc.planfile import compute_hash
 from bmxgc.planner import spread_sample
 from bmxgc.receipt import RECEIPT_SUFFIX, Journal, to_json
 from bmxgc.recovery import RecoveryScan, find_recoverable
-from bmxgc.store import Store, plans_store
+from bmxgc.store import create_once, plans_store
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def recover(
         now = utc_now()
         plan = _recovery_plan(bucket, scope, since, until, scan, now)
         name = f"{now:%Y%m%dT%H%M%SZ}-recover-{plan.plan_hash.removeprefix('sha256:')[:12]}.json"
-        plan_location = _save(store, name, to_json(plan.model_dump(mode="json")))
+        plan_location = create_once(store, name, to_json(plan.model_dump(mode="json")), read_only=True)
         if not auto_approve or not plan.restores:
             return RecoverResult(plan, plan_location, scan.nothing_beneath, applied=False)
         journal = Journal.create(
@@ -97,17 +97,6 @@ def recover(
         restored=restored,
         errors=failed,
     )
-
-
-def _save(store: Store, name: str, text: str) -> str:
-    """Save the recovery plan. A look then an approval within the same second
-    make the same plan, byte for byte: that file is kept, never overwritten."""
-    try:
-        return store.create(name, text, read_only=True)
-    except PlanFileError:
-        if store.read(name) != text:
-            raise
-        return store.location(name)
 
 
 def _recovery_plan(
