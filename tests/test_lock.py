@@ -1,0 +1,146 @@
+"""One apply or undo at a time per bucket and prefix: the S3 lock object, a
+stale lock reported with holder and age, ``bmxgc unlock``, and two applies
+racing for the same prefix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from apply_support import LOCK_FOLDER, World, world  # noqa: F401
+from bmxgc.errors import GateRefused
+from bmxgc.model import rfc3339, utc_now
+
+LOCK_KEY = LOCK_FOLDER + "books%2F.json"
+
+
+def plant_stale_lock(world: World, age: timedelta) -> str:
+    """A lock left by an apply on another machine that died ``age`` ago; its ETag."""
+    holder = {
+        "user": "ghost",
+        "host": "build-box-9",
+        "pid": "4242",
+        "command": "apply",
+        "plan_hash": "sha256:" + "c" * 64,
+        "bucket": world.name,
+        "prefix": "books/",
+        "acquired_at": rfc3339(utc_now() - age),
+    }
+    answer = world.client.put_object(Bucket=world.name, Key=LOCK_KEY, Body=json.dumps(holder).encode())
+    return str(answer["ETag"])
+
+
+def lock_etag(world: World) -> str | None:
+    try:
+        return str(world.client.head_object(Bucket=world.name, Key=LOCK_KEY)["ETag"])
+    except world.client.exceptions.ClientError:
+        return None
+
+
+def test_apply_stale_lock_refused_naming_holder_and_age(world: World, cli: Any) -> None:
+    plan = world.plan()
+    plant_stale_lock(world, timedelta(hours=3, minutes=5))
+    before = world.snapshot()
+    result = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+    assert result.code == 3, result.output
+    assert "refused by gate 'lock'" in result.err
+    assert "ghost@build-box-9 pid 4242" in result.err
+    assert "3h 5m ago" in result.err
+    assert "bmxgc unlock" in result.err
+    assert world.snapshot() == before
+
+
+def test_unlock_without_terminal_or_auto_approve_refused_lock_kept(world: World, cli: Any) -> None:
+    etag = plant_stale_lock(world, timedelta(hours=2))
+    result = cli("-c", world.config_path, "unlock")
+    assert result.code == 3, result.output
+    assert "ghost@build-box-9" in result.err and "--auto-approve" in result.err
+    assert lock_etag(world) == etag
+
+
+def test_unlock_auto_approve_breaks_lock_then_apply_proceeds(world: World, cli: Any) -> None:
+    plan = world.plan()
+    plant_stale_lock(world, timedelta(days=2))
+    result = cli("-c", world.config_path, "unlock", "--auto-approve")
+    assert result.code == 0, result.output
+    assert "ghost@build-box-9" in result.out and "2d" in result.out
+    assert lock_etag(world) is None
+    applied = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+    assert applied.code == 0, applied.output
+    assert all(world.current(k) is None for k in world.orphan_keys)
+
+
+def test_unlock_with_no_lock_says_so(world: World, cli: Any) -> None:
+    result = cli("-c", world.config_path, "unlock", "--auto-approve")
+    assert result.code == 0
+    assert "No lock" in result.out
+
+
+def test_unlock_confirm_declined_keeps_lock(world: World) -> None:
+    from bmxgc.commands.unlock import unlock
+
+    etag = plant_stale_lock(world, timedelta(hours=1))
+    asked: list[str] = []
+    try:
+        unlock(world.config(), confirm=lambda text: asked.append(text) or False)
+    except GateRefused as refusal:
+        assert refusal.gate == "consent"
+    else:
+        raise AssertionError("unlock went ahead without a yes")
+    assert "ghost@build-box-9" in asked[0]
+    assert lock_etag(world) == etag
+
+
+def test_lock_released_after_apply_and_undo(world: World) -> None:
+    plan = world.plan()
+    world.apply(plan)
+    assert world.lock_keys() == []
+    world.undo()
+    assert world.lock_keys() == []
+
+
+def test_two_applies_at_once_exactly_one_deletes(world: World, tmp_path: Path) -> None:
+    plan = world.plan()
+    # The same reviewed plan, handed to two operators (two file names, two receipts).
+    twin = tmp_path / "twin" / plan.name
+    twin.parent.mkdir()
+    shutil.copy(plan, twin)
+    barrier = threading.Barrier(2, timeout=20)
+    outcomes: dict[str, Any] = {}
+
+    def run(name: str, path: Path) -> None:
+        client = world.s3_client()
+
+        # Both reach the lock's conditional PUT at the same moment.
+        def wait(**_kw: Any) -> None:
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:
+                pass
+
+        client.meta.events.register("before-call.s3.PutObject", wait)
+        try:
+            outcomes[name] = world.apply(path, client=client)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcomes[name] = exc
+
+    threads = [threading.Thread(target=run, args=(n, p)) for n, p in (("a", plan), ("b", twin))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    winners = [o for o in outcomes.values() if not isinstance(o, Exception)]
+    losers = [o for o in outcomes.values() if isinstance(o, Exception)]
+    assert len(winners) == 1 and len(losers) == 1, outcomes
+    assert winners[0].deleted == 6
+    assert isinstance(losers[0], GateRefused), repr(losers[0])
+    assert losers[0].gate == "lock", losers[0]
+    # Each orphan got exactly one delete marker: nothing was deleted twice.
+    markers = [row for row in world.snapshot() if row[2]]
+    assert sorted(row[0] for row in markers) == sorted(world.orphan_keys)
+    assert world.lock_keys() == []
