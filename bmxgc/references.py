@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from sqlalchemy import String, column, create_engine, inspect, select, table, text
+from sqlalchemy import Enum, String, column, create_engine, inspect, select, table, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.sql.expression import ColumnClause
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
@@ -231,7 +231,12 @@ def cross_check(
         with engine.connect() as conn:
             for table_name in names:
                 for col in inspector.get_columns(table_name):
-                    if not isinstance(col["type"], String) or _declared(table_name, col["name"], sources):
+                    # An enum is a String to SQLAlchemy, but PostgreSQL rejects any
+                    # other value in IN (...): its labels hold no keys anyway.
+                    kind = col["type"]
+                    if not isinstance(kind, String) or isinstance(kind, Enum):
+                        continue
+                    if _declared(table_name, col["name"], sources):
                         continue
                     result.columns.append(f"{table_name}.{col['name']}")
                     column_ref: ColumnClause[str] = column(col["name"])
