@@ -116,7 +116,9 @@ class Config(_Strict):
             bucket, _, key = self.plans_dir.removeprefix("s3://").partition("/")
             if not bucket:
                 raise ValueError("plans_dir: an s3:// URL must name a bucket: s3://bucket/prefix/")
-            if bucket == self.s3.bucket and key.startswith(self.s3.prefix):
+            # Plans go under key + "/" (see store.S3Store): compare that folder.
+            folder = key if not key or key.endswith("/") else key + "/"
+            if bucket == self.s3.bucket and folder.startswith(self.s3.prefix):
                 raise ValueError(
                     f"plans_dir: {self.plans_dir} is inside the scanned prefix {self.s3.prefix}; "
                     "its plans would be orphans: choose another prefix"
