@@ -95,7 +95,17 @@ def apply(
             overrides=dict(limits.overrides),
             undo_until=undo_until,
         )
-        _delete_all(client, plan, journal, progress)
+        try:
+            _delete_all(client, plan, journal, progress)
+        except ServiceError as exc:
+            # A request failed after botocore's retries: say what was already
+            # deleted and how to take it back, not only what S3 answered.
+            raise PartialFailure(
+                f"{exc}. {len(journal.receipt.deleted):,} of {len(plan.orphans):,} objects were deleted "
+                f"before this (receipt {journal.location}, status partial); run 'bmxgc undo "
+                f"{journal.location}' to restore them, or plan again and apply to finish",
+                ApplyResult(plan=plan, receipt=journal.receipt, receipt_path=journal.location),
+            ) from None
     result = ApplyResult(plan=plan, receipt=journal.receipt, receipt_path=journal.location)
     if journal.receipt.errors:
         raise PartialFailure(
