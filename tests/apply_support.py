@@ -267,6 +267,25 @@ def slow_down(times: int, attempts: list[str]) -> Callable[..., Any]:
     return hook
 
 
+def request_error(from_call: int, status: int, code: str, attempts: list[str]) -> Callable[..., Any]:
+    """A ``before-send`` hook: from the ``from_call``-th attempt on, S3 answers
+    the whole request with ``status`` and error ``code`` (e.g. 400 ExpiredToken,
+    which botocore does not retry)."""
+
+    def hook(request: Any, **_kw: Any) -> Any:
+        attempts.append(request.url)
+        if len(attempts) >= from_call:
+            return _fake_response(
+                request,
+                status,
+                f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+                f"<Message>injected {code}</Message></Error>".encode(),
+            )
+        return None
+
+    return hook
+
+
 def failing_keys_proxy(side_client: Any, bucket: str, fail: Callable[[str], bool], code: str = "InternalError") -> Callable[..., Any]:
     """A ``before-send.s3.DeleteObjects`` hook acting as a proxy: keys for which
     ``fail(key)`` is true get an ``<Error>`` (and stay untouched in S3); the

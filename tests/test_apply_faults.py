@@ -22,6 +22,7 @@ from apply_support import (
     build_world,
     failing_keys_proxy,
     plain_client,
+    request_error,
     slow_down,
     world,  # noqa: F401
 )
@@ -119,6 +120,33 @@ def test_undo_some_keys_fail_exits_1_and_rerun_restores_the_rest(world: World, c
     assert len(result.already_restored) == 5
     world.assert_orphans_restored()
     assert world.snapshot() == start
+
+
+def test_apply_request_failing_midway_exits_1_says_what_was_deleted_and_undo_restores(
+    big: World, cli: Any, hooked: Hooks
+) -> None:
+    """Credentials expire between batches: the first 1,000 are gone, the
+    request for the rest fails without retries."""
+    start = big.snapshot()
+    plan = big.plan()
+    attempts: list[str] = []
+    hooked("before-send.s3.DeleteObjects", request_error(2, 400, "ExpiredToken", attempts))
+    result = cli("-c", big.config_path, "apply", plan, "--auto-approve")
+    assert result.code == 1, result.output
+    assert len(attempts) == 2
+    receipt_path = big.receipt_path(plan)
+    assert "ExpiredToken" in result.err
+    assert "1,000 of 1,100 objects were deleted" in result.err
+    assert f"bmxgc undo {receipt_path}" in result.err
+    receipt = big.receipt(plan)
+    assert receipt["status"] == "partial" and len(receipt["deleted"]) == 1_000
+    assert big.lock_keys() == []
+
+    hooked.clear()
+    undone = cli("-c", big.config_path, "undo", receipt_path, "--auto-approve")
+    assert undone.code == 0, undone.output
+    assert "1,000 restored" in undone.out
+    assert big.snapshot() == start
 
 
 # --------------------------------------------------------------------------- throttling
