@@ -196,3 +196,40 @@ def test_apply_undo_output_and_files_hold_no_password(pg_world: World, cli: Any,
         for text in outputs + files:
             assert secret not in text
     world.assert_orphans_restored()
+
+
+def _expire_noncurrent(world: World, prefix: str, days: int) -> None:
+    world.client.put_bucket_lifecycle_configuration(
+        Bucket=world.name,
+        LifecycleConfiguration={
+            "Rules": [
+                {
+                    "ID": "expire-old-versions",
+                    "Status": "Enabled",
+                    "Filter": {"Prefix": prefix},
+                    "NoncurrentVersionExpiration": {"NoncurrentDays": days},
+                }
+            ]
+        },
+    )
+
+
+def test_apply_noncurrent_expiry_rule_receipt_records_undo_window(world: World, cli: Any) -> None:
+    from datetime import timedelta
+
+    from bmxgc.model import parse_rfc3339, utc_now
+
+    _expire_noncurrent(world, PREFIX, 30)
+    plan = world.plan()
+    applied = apply_ok(cli, world, plan)
+    until = world.receipt(plan)["undo_until"]
+    assert until is not None
+    assert abs(parse_rfc3339(until) - (utc_now() + timedelta(days=30))) < timedelta(minutes=5)
+    assert f"Undo possible until {until}" in applied.out
+
+
+def test_apply_expiry_rule_on_other_prefix_no_undo_deadline(world: World, cli: Any) -> None:
+    _expire_noncurrent(world, "listings/", 1)
+    plan = world.plan()
+    apply_ok(cli, world, plan)
+    assert world.receipt(plan).get("undo_until") is None
