@@ -1,0 +1,111 @@
+"""The Python API, as a scheduled function calls it: a config built from a
+dict, no shell, no config file, plans and receipts in S3. Errors are
+``bmxgc.BmxgcError`` subclasses carrying the CLI's exit code."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import bmxgc
+from ops_support import Scene, held_objects, s3_json, sqlite_file
+
+ORPHANS = [f"books/{n}/image_00.webp" for n in (101, 102, 103)]
+
+
+@pytest.fixture
+def scene(bucket: Any, tmp_path: Path) -> Scene:
+    scene = Scene(bucket, sqlite_file(tmp_path / "app.db"), tmp_path)
+    scene.config_path.unlink()  # the API needs no file
+    scene.reference(f"{n}/image_00.webp" for n in range(1, 11))
+    scene.books(range(1, 11))
+    scene.books([101, 102, 103])
+    return scene
+
+
+def test_api_plan_apply_undo_from_a_dict_with_plans_in_s3(scene: Scene, make_bucket: Any, tmp_path: Path) -> None:
+    store = make_bucket()
+    config = bmxgc.config_from_dict(scene.doc(plans_dir=f"s3://{store.name}/gc/"))
+
+    planned = bmxgc.plan(config)
+    assert planned.plan.stats.orphans == 3
+    assert planned.path is not None and planned.path.startswith(f"s3://{store.name}/gc/")
+
+    applied = bmxgc.apply(planned.path, config, auto_approve=True)
+    assert applied.deleted == 3
+    assert all(scene.current(k) is None for k in ORPHANS)
+    assert s3_json(store.client, applied.receipt_path)["status"] == "complete"
+
+    undone = bmxgc.undo(config=config, auto_approve=True)
+    assert sorted(r.key for r in undone.restored) == ORPHANS
+    assert all(scene.current(k) is not None for k in ORPHANS)
+
+    [entry] = bmxgc.history(config)
+    assert entry.state == "undone" and entry.orphans == 3
+    assert held_objects(scene.client, scene.name) == []  # no lock left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # nothing written to disk
+
+
+def test_api_recover_from_a_dict(scene: Scene, tmp_path: Path) -> None:
+    config = bmxgc.config_from_dict(scene.doc(plans_dir=str(tmp_path / "plans")))
+    scene.bucket.delete(ORPHANS[0])
+    since = datetime.now(timezone.utc) - timedelta(minutes=5)
+    looked = bmxgc.recover(config, since=since)
+    assert not looked.applied and [i.key for i in looked.plan.restores] == [ORPHANS[0]]
+    assert scene.current(ORPHANS[0]) is None
+    done = bmxgc.recover(config, since=since, auto_approve=True)
+    assert done.applied and done.restored == 1
+    assert scene.current(ORPHANS[0]) is not None
+
+
+def test_api_errors_are_bmxgc_errors_with_exit_codes(scene: Scene, tmp_path: Path) -> None:
+    from bmxgc.errors import ConfigError, GateRefused, PlanFileError, ServiceError
+
+    with pytest.raises(bmxgc.BmxgcError) as bad:
+        bmxgc.config_from_dict(scene.doc(prefix=""))
+    assert isinstance(bad.value, ConfigError) and bad.value.exit_code == 1
+    assert "s3.prefix" in str(bad.value)
+
+    with pytest.raises(ConfigError) as unknown:
+        bmxgc.config_from_dict({**scene.doc(), "dry_run": True})
+    assert "dry_run" in str(unknown.value)
+
+    config = bmxgc.config_from_dict(scene.doc(plans_dir=str(tmp_path / "plans")))
+    with pytest.raises(bmxgc.BmxgcError) as nothing:
+        bmxgc.undo(config=config, auto_approve=True)  # no receipt yet
+    assert nothing.value.exit_code in (1, 3) and "no apply receipt" in str(nothing.value)
+
+    path = bmxgc.plan(config).path
+    assert path is not None
+    doc = json.loads(Path(path).read_text())
+    doc["orphans"][0]["key"] = "books/1/image_00.webp"  # a live object slipped in
+    edited = tmp_path / "edited.json"
+    edited.write_text(json.dumps(doc))
+    with pytest.raises(PlanFileError) as tampered:
+        bmxgc.apply(edited, config, auto_approve=True)
+    assert tampered.value.exit_code == 3
+
+    with pytest.raises(GateRefused) as consent:
+        bmxgc.apply(path, config)  # no terminal, no auto_approve
+    assert consent.value.exit_code == 3 and consent.value.gate == "consent"
+    assert all(scene.current(k) is not None for k in ORPHANS)
+
+    bmxgc.apply(path, config, auto_approve=True)
+    with pytest.raises(GateRefused) as twice:
+        bmxgc.apply(path, config, auto_approve=True)
+    assert twice.value.exit_code == 3
+
+    with pytest.raises(ConfigError) as window:
+        bmxgc.recover(config, since=datetime.now(timezone.utc), until=datetime(2000, 1, 1, tzinfo=timezone.utc))
+    assert window.value.exit_code == 1
+
+    nowhere = bmxgc.config_from_dict(
+        {**scene.doc(plans_dir=str(tmp_path / "plans")), "database": {"url": f"sqlite:///{tmp_path}/missing.db"}}
+    )
+    with pytest.raises(ServiceError) as down:
+        bmxgc.plan(nowhere)
+    assert down.value.exit_code == 1
