@@ -229,7 +229,7 @@ def test_apply_few_orphans_in_large_prefix_checks_key_by_key_and_sees_drift(
     assert few.snapshot() == before
 
 
-def test_partial_failure_is_exit_1_through_api(world: World) -> None:
+def test_apply_partial_failure_is_exit_1_through_api(world: World) -> None:
     client = world.s3_client()
     doomed = world.orphan_keys[0]
     client.meta.events.register(

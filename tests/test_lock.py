@@ -103,7 +103,7 @@ def test_lock_released_after_apply_and_undo(world: World) -> None:
     assert world.lock_keys() == []
 
 
-def test_two_applies_at_once_exactly_one_deletes(world: World, tmp_path: Path) -> None:
+def test_apply_two_at_once_exactly_one_deletes(world: World, tmp_path: Path) -> None:
     plan = world.plan()
     # The same reviewed plan, handed to two operators (two file names, two receipts).
     twin = tmp_path / "twin" / plan.name
