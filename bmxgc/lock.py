@@ -19,7 +19,7 @@ from urllib.parse import quote
 from bmxgc import s3
 from bmxgc.config import LOCK_FOLDER
 from bmxgc.durations import format_duration
-from bmxgc.errors import GateRefused
+from bmxgc.errors import BmxgcError, GateRefused, ServiceError
 from bmxgc.model import parse_rfc3339, rfc3339, utc_now
 from bmxgc.receipt import who
 
@@ -106,8 +106,20 @@ def held(
     info = LockInfo(key=key, etag=etag, holder=holder)
     try:
         yield info
-    finally:
-        s3.delete_if_match(client, bucket, key, etag)
+    except BaseException as exc:
+        try:
+            s3.delete_if_match(client, bucket, key, etag)
+        except ServiceError as release_error:
+            # Keep what went wrong first (a refusal, what a partial apply
+            # deleted): a failed release must not hide it.
+            if isinstance(exc, BmxgcError) and exc.args:
+                exc.args = (
+                    f"{exc.args[0]}. The lock s3://{bucket}/{key} could not be released either "
+                    f"({release_error}); run 'bmxgc unlock' once S3 answers again",
+                    *exc.args[1:],
+                )
+        raise
+    s3.delete_if_match(client, bucket, key, etag)
 
 
 def break_lock(client: s3.S3Client, bucket: str, prefix: str, lock: LockInfo) -> bool:
