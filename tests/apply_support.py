@@ -239,6 +239,36 @@ def pg_world(bucket: Any, pg: Any, tmp_path: Path) -> World:
 # --------------------------------------------------------------------------- HTTP-layer faults
 
 
+class Hooks:
+    """Event hooks registered on every S3 client bmxgc makes from now on (the CLI's too)."""
+
+    def __init__(self) -> None:
+        self.hooks: list[tuple[str, Callable[..., Any]]] = []
+
+    def __call__(self, event: str, hook: Callable[..., Any]) -> None:
+        self.hooks.append((event, hook))
+
+    def clear(self) -> None:
+        self.hooks.clear()
+
+
+@pytest.fixture
+def hooked(monkeypatch: pytest.MonkeyPatch) -> Hooks:
+    from bmxgc import s3
+
+    hooks = Hooks()
+    real = s3.make_client
+
+    def make_client(*args: Any, **kwargs: Any) -> Any:
+        client = real(*args, **kwargs)
+        for event, hook in hooks.hooks:
+            client.meta.events.register(event, hook)
+        return client
+
+    monkeypatch.setattr(s3, "make_client", make_client)
+    return hooks
+
+
 def _fake_response(request: Any, status: int, body: bytes) -> Any:
     from botocore.awsrequest import AWSResponse
 

@@ -10,52 +10,24 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from apply_support import (
+    Hooks,
     World,
     batches,
     build_world,
     failing_keys_proxy,
+    hooked,  # noqa: F401
     plain_client,
     request_error,
     slow_down,
     world,  # noqa: F401
 )
-from bmxgc import s3
 from bmxgc.errors import DriftError, PartialFailure
-
-
-class Hooks:
-    """Event hooks registered on every S3 client bmxgc makes from now on (the CLI's too)."""
-
-    def __init__(self) -> None:
-        self.hooks: list[tuple[str, Callable[..., Any]]] = []
-
-    def __call__(self, event: str, hook: Callable[..., Any]) -> None:
-        self.hooks.append((event, hook))
-
-    def clear(self) -> None:
-        self.hooks.clear()
-
-
-@pytest.fixture
-def hooked(monkeypatch: pytest.MonkeyPatch) -> Hooks:
-    hooks = Hooks()
-    real = s3.make_client
-
-    def make_client(*args: Any, **kwargs: Any) -> Any:
-        client = real(*args, **kwargs)
-        for event, hook in hooks.hooks:
-            client.meta.events.register(event, hook)
-        return client
-
-    monkeypatch.setattr(s3, "make_client", make_client)
-    return hooks
 
 
 # --------------------------------------------------------------------------- per-key errors
@@ -147,6 +119,22 @@ def test_apply_request_failing_midway_exits_1_says_what_was_deleted_and_undo_res
     assert undone.code == 0, undone.output
     assert "1,000 restored" in undone.out
     assert big.snapshot() == start
+
+
+def test_apply_credentials_expire_midway_message_survives_lock_release_failure(
+    big: World, cli: Any, hooked: Hooks
+) -> None:
+    """Expired credentials fail the next batch and the lock's release too: the
+    operator still learns what was deleted and how to undo it."""
+    plan = big.plan()
+    hooked("before-send.s3.DeleteObjects", request_error(2, 400, "ExpiredToken", []))
+    hooked("before-send.s3.DeleteObject", request_error(1, 400, "ExpiredToken", []))
+    result = cli("-c", big.config_path, "apply", plan, "--auto-approve")
+    assert result.code == 1, result.output
+    assert "1,000 of 1,005 objects were deleted" in result.err
+    assert f"bmxgc undo {big.receipt_path(plan)}" in result.err
+    assert "bmxgc unlock" in result.err
+    assert big.lock_keys() != []
 
 
 # --------------------------------------------------------------------------- throttling

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from apply_support import LOCK_FOLDER, World, world  # noqa: F401
+from apply_support import LOCK_FOLDER, Hooks, World, hooked, request_error, world  # noqa: F401
 from bmxgc.errors import GateRefused
 from bmxgc.model import rfc3339, utc_now
 
@@ -144,3 +144,19 @@ def test_apply_two_at_once_exactly_one_deletes(world: World, tmp_path: Path) -> 
     markers = [row for row in world.snapshot() if row[2]]
     assert sorted(row[0] for row in markers) == sorted(world.orphan_keys)
     assert world.lock_keys() == []
+
+
+def test_apply_refused_and_lock_release_failing_still_shows_refusal(world: World, cli: Any, hooked: Hooks) -> None:
+    """S3 stops answering between the refusal and the lock's release: the
+    operator still sees the refusal (exit 3), and that the lock stays."""
+    plan = world.plan()
+    world.bucket.delete(world.orphan_keys[0])  # drift
+    before = world.snapshot()
+    hooked("before-send.s3.DeleteObject", request_error(1, 400, "ExpiredToken", []))
+    result = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+    assert result.code == 3, result.output
+    assert "refused by gate 'drift'" in result.err
+    assert f"{world.orphan_keys[0]}: planned" in result.err  # the key-by-key report is still there
+    assert "could not be released" in result.err and "bmxgc unlock" in result.err
+    assert world.lock_keys() == [LOCK_KEY]
+    assert world.snapshot() == before
