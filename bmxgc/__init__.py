@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("plan", "apply", "undo", "recover", "history")
+_API = ("plan", "apply", "undo", "recover", "history", "verify", "diff", "summary")
 __all__ = [*_API, "load_config", "config_from_dict", "BmxgcError", "__version__"]
 
 

@@ -15,6 +15,7 @@ from bmxgc.commands.apply import ApplyResult
 from bmxgc.commands.apply import apply as _apply
 from bmxgc.commands.history import HistoryEntry
 from bmxgc.commands.history import history as _history
+from bmxgc.commands.inspect import PlanDiff, diff, summary, verify
 from bmxgc.commands.plan import PlanResult
 from bmxgc.commands.plan import plan as _plan
 from bmxgc.commands.recover import RecoverResult
@@ -24,6 +25,10 @@ from bmxgc.commands.undo import undo as _undo
 from bmxgc.config import Config, load_config
 
 ConfigLike = Config | str | os.PathLike[str] | None
+
+# Offline, as on the command line: verify(path) -> Plan, diff(old, new) -> PlanDiff,
+# summary(plan) -> the dict `show --format json` prints.
+__all__ = ["plan", "apply", "undo", "recover", "history", "verify", "diff", "summary", "PlanDiff"]
 
 
 def _config(config: ConfigLike) -> Config:

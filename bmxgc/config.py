@@ -65,12 +65,9 @@ class ReferenceSource(_Strict):
         for template in keys:
             if "{value}" not in template:
                 raise ValueError(f"template {template!r} has no {{value}}; write e.g. \"books/{{value}}\"")
-            try:
-                template.format(value="x")
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(
-                    f"template {template!r} is not valid: only {{value}} may appear in braces"
-                ) from exc
+            # Keys are built by replacing {value}; any other brace would stay literal.
+            if set("{}") & set(template.replace("{value}", "")):
+                raise ValueError(f"template {template!r}: only {{value}} may appear in braces")
         return keys
 
 
@@ -175,13 +172,15 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config", base_dir: P
         raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
 
 
-def describe_validation_error(exc: ValidationError) -> str:
+def describe_validation_error(
+    exc: ValidationError, unknown: str = "unknown key; check its spelling against the config reference"
+) -> str:
     """The first problem pydantic found, as ``key.path: what is wrong``."""
     first = exc.errors()[0]
     location = _dotted(first["loc"])
     kind = first["type"]
     if kind == "extra_forbidden":
-        message = "unknown key; check its spelling against the config reference"
+        message = unknown
     elif kind == "missing":
         message = "required but missing"
     else:

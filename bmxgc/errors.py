@@ -38,6 +38,14 @@ class ReferenceQueryError(BmxgcError):
     """A ``[[references]]`` query failed or returned something unusable. Exit 1."""
 
 
+class InputNotFound(BmxgcError):
+    """A plan, receipt or other file named on the command line does not exist. Exit 1."""
+
+
+class AlreadyExists(BmxgcError):
+    """A plan or receipt would overwrite an existing one. Exit 1; nothing written."""
+
+
 class PlanFileError(BmxgcError):
     """A plan or receipt file is malformed, of an unknown version, or forged. Exit 3."""
 

@@ -167,6 +167,10 @@ class RecoveryItem(_Record):
     restores_version_id: str
     restores_etag: str
     restores_size: int
+    # Older markers of the same key, also in the window, between the latest
+    # one and the version brought back (the key was deleted more than once).
+    # Left out of the file when there are none.
+    stacked_delete_marker_version_ids: list[str] | None = None
 
 
 class RecoveryPlan(_Record):

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bmxgc.config import describe_validation_error
-from bmxgc.errors import PlanFileError
+from bmxgc.errors import InputNotFound, PlanFileError
 from bmxgc.model import FORMAT_VERSION, Plan
 
 HASH_PREFIX = "sha256:"
@@ -37,6 +37,8 @@ _FIELD_ORDER = (
     "warnings",
     "sample_orphan_keys",
     "cross_check",
+    "cross_check_columns",
+    "cross_check_tables_not_scanned",
     "orphans",
 )
 
@@ -107,7 +109,10 @@ def parse_plan_text(text: str, source: str) -> Plan:
     try:
         plan = Plan.model_validate(raw)
     except ValidationError as exc:
-        raise PlanFileError(f"{source}: not a valid plan: {describe_validation_error(exc)}") from None
+        raise PlanFileError(
+            f"{source}: not a valid plan: {describe_validation_error(exc, unknown='unknown field')}; "
+            "plan files are never edited: plan again"
+        ) from None
     expected = compute_hash(raw)
     if raw["plan_hash"] != expected:
         raise PlanFileError(
@@ -122,7 +127,7 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
     try:
         text = plan_path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PlanFileError(f"{plan_path}: plan file not found") from None
+        raise InputNotFound(f"{plan_path}: plan file not found; check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanFileError(f"{plan_path}: cannot read the plan file: {exc}") from None
     return parse_plan_text(text, str(plan_path))

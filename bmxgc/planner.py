@@ -113,7 +113,7 @@ def build_plan(
         dangling_references=under_prefix - found,
         orphans=len(orphans),
         orphan_bytes=orphan_bytes,
-        orphan_ratio=round(len(orphans) / scanned, 6) if scanned else 0.0,
+        orphan_ratio=len(orphans) / scanned if scanned else 0.0,
         skipped_young=skipped_young,
         skipped_protected=skipped_protected,
         referenced_outside_prefix=len(referenced) - under_prefix,
@@ -187,10 +187,12 @@ def plan_warnings(
             f"bucket {context.bucket} is not versioned (versioning: {context.bucket_versioning}): "
             "deletions could not be undone, so apply will refuse; enable versioning on the bucket"
         )
-    if context.undo_window_days is not None and context.undo_window_days < 1:
+    # S3's shortest NoncurrentDays is 1, rounded to the next midnight UTC: a
+    # rule of 1 day can leave undo less than a day.
+    if context.undo_window_days is not None and context.undo_window_days <= 1:
         warnings.append(
-            "a lifecycle rule expires noncurrent versions in under a day: undo would have "
-            "almost no time to work; lengthen NoncurrentVersionExpiration"
+            f"a lifecycle rule expires noncurrent versions after {context.undo_window_days} day(s): "
+            "undo could have less than a day to work; lengthen NoncurrentVersionExpiration"
         )
     trend = trend_warning(context.previous, stats)
     if trend:

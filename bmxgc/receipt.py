@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bmxgc.config import describe_validation_error
-from bmxgc.errors import GateRefused, PlanFileError
+from bmxgc.errors import AlreadyExists, GateRefused, InputNotFound, PlanFileError
 from bmxgc.model import (
     FORMAT_VERSION,
     DeletedEntry,
@@ -73,13 +73,15 @@ def parse_receipt(text: str, source: str) -> Receipt:
     try:
         return Receipt.model_validate(raw)
     except ValidationError as exc:
-        raise PlanFileError(f"{source}: not a valid receipt: {describe_validation_error(exc)}") from None
+        raise PlanFileError(
+            f"{source}: not a valid receipt: {describe_validation_error(exc, unknown='unknown field')}"
+        ) from None
 
 
 def load_receipt(store: Store, name: str) -> Receipt:
     text = store.read(name)
     if text is None:
-        raise PlanFileError(f"{store.location(name)}: receipt not found")
+        raise InputNotFound(f"{store.location(name)}: receipt not found; check the path")
     return parse_receipt(text, store.location(name))
 
 
@@ -88,7 +90,7 @@ def newest_receipt(store: Store) -> str:
     receipts = [(load_receipt(store, n), n) for n in store.names() if n.endswith(RECEIPT_SUFFIX)]
     applies = [(r.started_at, n) for r, n in receipts if r.kind == "apply"]
     if not applies:
-        raise PlanFileError(f"{store.location('')}: no apply receipt found; name one: bmxgc undo PATH")
+        raise InputNotFound(f"{store.location('')}: no apply receipt found; name one: bmxgc undo PATH")
     return max(applies)[1]
 
 
@@ -136,7 +138,7 @@ class Journal:
         )
         try:
             store.create(name, to_json(receipt.model_dump(mode="json")))
-        except PlanFileError:
+        except AlreadyExists:
             raise GateRefused(
                 "integrity",
                 f"{store.location(name)} exists: this plan was applied before; run "

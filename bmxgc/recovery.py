@@ -28,11 +28,15 @@ def find_recoverable(rows: Iterable[VersionEntry], since: datetime, until: datet
     """From a listing, the keys whose deletion in [since, until] can be undone.
 
     S3 lists a key's versions newest first, so the first noncurrent version
-    seen for a key is the one a removed marker brings back. Only noncurrent
-    versions and latest markers are kept: memory follows the deleted keys,
-    not the bucket.
+    seen for a key is the one a removed marker brings back, and a key's
+    latest marker comes before its older ones. A key deleted more than once
+    has several markers above that version: all of them are removed when all
+    were created in the window; if one is older, the key was already deleted
+    before the window and is left alone. Only noncurrent versions and the
+    markers of keys whose latest marker is in the window are kept: memory
+    follows the deleted keys, not the bucket.
     """
-    markers: dict[str, VersionEntry] = {}
+    markers: dict[str, list[VersionEntry]] = {}  # newest first
     beneath: dict[str, VersionEntry] = {}
     listed = 0
     for row in rows:
@@ -40,17 +44,23 @@ def find_recoverable(rows: Iterable[VersionEntry], since: datetime, until: datet
         if row.key.startswith(LOCK_FOLDER):
             continue
         if row.is_delete_marker:
-            if row.is_latest and since <= row.last_modified <= until:
-                markers[row.key] = row
+            if row.is_latest:
+                if since <= row.last_modified <= until:
+                    markers[row.key] = [row]
+            elif row.key in markers:
+                markers[row.key].append(row)
         elif not row.is_latest:
             beneath.setdefault(row.key, row)
     items: list[RecoveryItem] = []
     empty: list[str] = []
     for key in sorted(markers, key=lambda k: k.encode("utf-8")):
-        marker, version = markers[key], beneath.get(key)
-        if version is None:
+        version = beneath.get(key)
+        # Listed times have whole seconds: a marker of the version's second counts as above it.
+        stack = [m for m in markers[key] if version is not None and m.last_modified >= version.last_modified]
+        if version is None or any(m.last_modified < since for m in stack):
             empty.append(key)
             continue
+        marker = stack[0]
         items.append(
             RecoveryItem(
                 key=key,
@@ -59,6 +69,7 @@ def find_recoverable(rows: Iterable[VersionEntry], since: datetime, until: datet
                 restores_version_id=version.version_id,
                 restores_etag=version.etag,
                 restores_size=version.size,
+                stacked_delete_marker_version_ids=[m.version_id for m in stack[1:]] or None,
             )
         )
     return RecoveryScan(items=items, markers_in_window=len(markers), nothing_beneath=empty, versions_listed=listed)

@@ -68,7 +68,10 @@ def _read_only_engine(url: str) -> Engine:
                 connect_args={"options": "-c default_transaction_read_only=on"},
                 execution_options={"postgresql_readonly": True},
             )
-        return create_engine(parsed)
+        raise ConfigError(
+            f"database.url: {backend} is not supported; bmxgc opens only PostgreSQL and SQLite, "
+            "where it can make the connection read-only"
+        )
     except NoSuchModuleError:
         raise ConfigError(f"database.url: no database driver for {parsed.drivername!r}") from None
     except (ArgumentError, ImportError) as exc:
@@ -146,7 +149,7 @@ def _run_source(conn: Connection, source: ReferenceSource, progress: Progress | 
                     continue
                 if not isinstance(value, str):
                     raise ReferenceQueryError(
-                        f"references '{source.name}': the query returned a {type(value).__name__} "
+                        f"references '{source.name}': the query returned a value of type {type(value).__name__} "
                         f"({value!r}); it must return text: cast the column, e.g. col::text"
                     )
                 if value == "":

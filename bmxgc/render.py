@@ -40,6 +40,19 @@ def _stat_lines(plan: Plan) -> list[str]:
     ]
 
 
+def apply_would_refuse(plan: Plan) -> bool:
+    """What the offline gates will say, for the hint under a plan (apply decides)."""
+    s = plan.stats
+    return bool(
+        s.referenced_keys == 0
+        or s.referenced_found == 0
+        or s.orphan_ratio > plan.safety.max_orphan_ratio
+        or s.orphans > plan.safety.max_deletes
+        or plan.bucket_versioning != "Enabled"
+        or plan.cross_check
+    )
+
+
 def plan_text(plan: Plan, path: Path | str | None = None) -> str:
     """The plan as an operator reads it: warnings, counts, samples, verdict."""
     lines: list[str] = []
@@ -70,7 +83,10 @@ def plan_text(plan: Plan, path: Path | str | None = None) -> str:
     lines.append(f"Made:   {plan.created_at}")
     if path is not None and plan.stats.orphans:
         lines.append("")
-        lines.append(f"Review it with 'bmxgc show {path}', then: bmxgc apply {path}")
+        if apply_would_refuse(plan):
+            lines.append("Apply will refuse this plan (see the warnings above): fix the cause and plan again.")
+        else:
+            lines.append(f"Review it with 'bmxgc show {path}', then: bmxgc apply {path}")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from bmxgc import s3
 from bmxgc.config import Config
-from bmxgc.errors import BmxgcError, ConfigError, PlanFileError
+from bmxgc.errors import AlreadyExists, BmxgcError, ConfigError, InputNotFound, PlanFileError
 
 
 class Store(ABC):
@@ -43,8 +43,8 @@ class Store(ABC):
         return self.read(name) is not None
 
 
-def _exists_error(location: str) -> PlanFileError:
-    return PlanFileError(f"{location}: already exists; plans and receipts are never overwritten")
+def _exists_error(location: str) -> AlreadyExists:
+    return AlreadyExists(f"{location}: already exists; plans and receipts are never overwritten")
 
 
 class LocalStore(Store):
@@ -182,7 +182,7 @@ def read_document(location: str, client: s3.S3Client | None = None) -> str:
     store, name = open_location(location, client)
     text = store.read(name)
     if text is None:
-        raise PlanFileError(f"{location}: not found")
+        raise InputNotFound(f"{location}: not found; check the path")
     return text
 
 

@@ -76,7 +76,7 @@ def test_apply_unknown_format_version_refused_bucket_unchanged(world: World, cli
 
 def test_apply_missing_plan_file_refused(world: World, cli: Any) -> None:
     result = apply_cli(cli, world, world.root / "nope.json", "--auto-approve")
-    assert result.code == 3
+    assert result.code == 1  # a bad argument, not a plan that failed verification
     assert "not found" in result.err
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bmxgc.errors import PlanFileError
+from bmxgc.errors import InputNotFound, PlanFileError
 from bmxgc.planfile import default_file_name, load_plan, parse_plan_text, render_plan_json
 from support import PLAN_NAME, make_plan, read_plan, spec_hash
 
@@ -124,7 +124,7 @@ def test_planfile_checks_schema_before_hash(plan_path: Path) -> None:
     doc = read_plan(plan_path)
     doc["surprise"] = True
     doc["plan_hash"] = spec_hash(doc)  # a forger who recomputes the hash
-    with pytest.raises(PlanFileError, match=r"surprise: unknown key"):
+    with pytest.raises(PlanFileError, match=r"surprise: unknown field"):
         parse_plan_text(json.dumps(doc), "p.json")
 
 
@@ -153,8 +153,8 @@ def test_planfile_reformatted_but_unchanged_plan_still_verifies(plan_path: Path,
     assert load_plan(copy).plan_hash == doc["plan_hash"]
 
 
-def test_planfile_missing_file_is_plan_error(tmp_path: Path) -> None:
-    with pytest.raises(PlanFileError, match="not found"):
+def test_planfile_missing_file_is_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFound, match="not found"):
         load_plan(tmp_path / "nope.json")
 
 

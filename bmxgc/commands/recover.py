@@ -7,6 +7,7 @@ writes a receipt of its own.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -74,7 +75,7 @@ def recover(
         now = utc_now()
         plan = _recovery_plan(bucket, scope, since, until, scan, now)
         name = f"{now:%Y%m%dT%H%M%SZ}-recover-{plan.plan_hash.removeprefix('sha256:')[:12]}.json"
-        plan_location = create_once(store, name, to_json(plan.model_dump(mode="json")), read_only=True)
+        plan_location = create_once(store, name, to_json(_document(plan)), read_only=True)
         if not auto_approve or not plan.restores:
             return RecoverResult(plan, plan_location, scan.nothing_beneath, applied=False)
         journal = Journal.create(
@@ -123,27 +124,45 @@ def _recovery_plan(
         sample_keys=spread_sample([i.key for i in items]),
         restores=items,
     )
-    return body.model_copy(update={"plan_hash": compute_hash(body.model_dump(mode="json"))})
+    return body.model_copy(update={"plan_hash": compute_hash(_document(body))})
+
+
+def _document(plan: RecoveryPlan) -> dict[str, object]:
+    return plan.model_dump(mode="json", exclude_none=True)
 
 
 def _remove_markers(
     client: s3.S3Client, bucket: str, items: list[RecoveryItem], journal: Journal
 ) -> tuple[int, int]:
-    for start in range(0, len(items), s3.MAX_KEYS_PER_REQUEST):
-        batch = items[start : start + s3.MAX_KEYS_PER_REQUEST]
-        outcome = s3.delete_batch(client, bucket, [(i.key, i.delete_marker_version_id, None) for i in batch])
-        done = {key for key, _vid, _marker in outcome.deleted}
-        journal.record_restored(
-            [
-                RestoredEntry(
-                    key=i.key,
-                    version_id=i.restores_version_id,
-                    removed_delete_marker_version_id=i.delete_marker_version_id,
+    """Remove every item's markers, 1,000 per request; a key is restored once
+    all of its markers are gone (a key deleted twice has two)."""
+    entries = [
+        (index, item.key, marker)
+        for index, item in enumerate(items)
+        for marker in [item.delete_marker_version_id, *(item.stacked_delete_marker_version_ids or [])]
+    ]
+    left = collections.Counter(index for index, _key, _marker in entries)
+    failed: set[int] = set()
+    for start in range(0, len(entries), s3.MAX_KEYS_PER_REQUEST):
+        batch = entries[start : start + s3.MAX_KEYS_PER_REQUEST]
+        outcome = s3.delete_batch(client, bucket, [(key, marker, None) for _index, key, marker in batch])
+        done = {(key, vid) for key, vid, _marker in outcome.deleted}
+        done_keys = {key for key, vid, _marker in outcome.deleted if vid is None}  # an answer without VersionId
+        restored: list[RestoredEntry] = []
+        for index, key, marker in batch:
+            if (key, marker) not in done and key not in done_keys:
+                failed.add(index)
+                continue
+            left[index] -= 1
+            if left[index] == 0 and index not in failed:
+                item = items[index]
+                restored.append(
+                    RestoredEntry(
+                        key=item.key,
+                        version_id=item.restores_version_id,
+                        removed_delete_marker_version_id=item.delete_marker_version_id,
+                    )
                 )
-                for i in batch
-                if i.key in done
-            ],
-            [KeyFailure(key=k, code=c, message=m) for k, c, m in outcome.errors],
-        )
+        journal.record_restored(restored, [KeyFailure(key=k, code=c, message=m) for k, c, m in outcome.errors])
     journal.finish()
     return len(journal.receipt.restored), len(journal.receipt.errors)
