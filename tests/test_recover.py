@@ -305,3 +305,41 @@ def test_recover_restores_bmxgc_apply_deletions_too(bucket: Any, sqlite_db: Any,
     result = cli("-c", world.config_path, "recover", "--since", stamp(since), "--auto-approve")
     assert result.code == 0, result.output
     world.assert_orphans_restored()
+
+
+def test_recover_key_deleted_twice_in_the_window_comes_back(incident: Incident, cli: Cli) -> None:
+    """The job ran twice: a second plain delete stacks a second marker on the first."""
+    again = INCIDENT["listings/"][:2]
+    delete_plainly(incident.client, incident.name, again)
+    looked = incident.recover(cli, "--prefix", "listings/")
+    plan = read_json(saved(looked.out, "Recovery plan"))
+    stacked = {r["key"]: r.get("stacked_delete_marker_version_ids") for r in plan["restores"]}
+    assert all(stacked[k] and len(stacked[k]) == 1 for k in again)
+    assert all(stacked[k] is None for k in INCIDENT["listings/"][2:])
+
+    result = incident.recover(cli, "--prefix", "listings/", "--auto-approve")
+    assert result.code == 0, result.output
+    assert f"{len(INCIDENT['listings/'])} restored, 0 failed" in result.out
+    incident.assert_restored(INCIDENT["listings/"])
+
+
+def test_recover_brings_back_the_newest_version_deleted_in_the_window(incident: Incident, cli: Cli) -> None:
+    key = INCIDENT["images/"][0]  # deleted, uploaded again, deleted again
+    newer = incident.bucket.put(key, b"second upload")["VersionId"]
+    incident.bucket.delete(key)
+    result = incident.recover(cli, "--prefix", "images/", "--auto-approve")
+    assert result.code == 0, result.output
+    assert incident.now(key) == (newer, b"second upload")
+
+
+def test_recover_leaves_a_key_already_deleted_before_the_window(bucket: Any, tmp_path: Path, cli: Cli) -> None:
+    incident = Incident(bucket, tmp_path, edges=True)
+    # EARLIER was deleted on purpose before the window; the job deleted it again inside it.
+    delete_plainly(incident.client, incident.name, [EARLIER])
+    result = incident.recover(cli, "--prefix", "prompts/", "--auto-approve")
+    assert result.code == 0, result.output
+    incident.assert_still_deleted([EARLIER])
+    incident.assert_restored(INCIDENT["prompts/"])
+    plan = read_json(saved(result.out, "Recovery plan"))
+    assert [r["key"] for r in plan["restores"]] == INCIDENT["prompts/"]
+    assert plan["stats"]["nothing_beneath"] == 1
