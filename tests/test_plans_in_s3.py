@@ -106,3 +106,24 @@ def test_plans_dir_same_prefix_name_in_another_bucket_is_fine(scene: Scene, make
     store = make_bucket()
     scene.write_config(plans_dir=f"s3://{store.name}/books/")
     assert saved(run(cli, scene, "plan").out, "Saved").startswith(f"s3://{store.name}/books/")
+
+
+def test_plans_dir_in_s3_undo_takes_the_newest_receipt(scene: Scene, make_bucket: Any, cli: Cli) -> None:
+    from ops_support import next_second
+
+    store = make_bucket()
+    scene.write_config(plans_dir=f"s3://{store.name}/plans/")
+    first = saved(run(cli, scene, "plan").out, "Saved")
+    run(cli, scene, "apply", first, "--auto-approve")
+    next_second()  # receipts are ordered by when their apply started (whole seconds)
+    scene.books([104, 105])
+    second = saved(run(cli, scene, "plan").out, "Saved")
+    run(cli, scene, "apply", second, "--auto-approve")
+
+    undone = run(cli, scene, "undo", "--auto-approve")
+    assert "2 restored" in undone.out
+    assert second.removesuffix(".json") in saved(undone.out, "Record")
+    assert all(scene.current(k) is None for k in ORPHANS)  # the first apply stands
+    assert scene.current("books/104/image_00.webp") is not None
+    states = {line.split()[1] for line in run(cli, scene, "history").out.splitlines()[1:]}
+    assert states == {"applied", "undone"}
