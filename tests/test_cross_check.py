@@ -156,3 +156,26 @@ def test_cross_check_postgresql_enum_and_json_columns(bucket: Any, postgres: Any
     )
     _, plan = plan_cli(cli, scene)
     assert hits(plan) == [("listings", "cover_key", COVER)]
+
+
+def test_cross_check_table_limit_is_warned_and_lifted_by_the_flag(bucket: Any, tmp_path: Path, cli: Cli) -> None:
+    from bmxgc.references import CROSS_CHECK_MAX_TABLES
+
+    scene = Scene(bucket, sqlite_file(tmp_path / "app.db"), tmp_path)
+    scene.reference(k.removeprefix("books/") for k in LIVE)
+    scene.books(range(1, 11))
+    scene.books([1003])
+    for n in range(CROSS_CHECK_MAX_TABLES):  # with book_images: one table over the limit
+        scene.db.execute(f"CREATE TABLE t{n:03d} (id INTEGER PRIMARY KEY, note TEXT)")
+    scene.db.execute(f"INSERT INTO t{CROSS_CHECK_MAX_TABLES - 1:03d} (id, note) VALUES (1, '1003/image_00.webp')")
+    last = f"t{CROSS_CHECK_MAX_TABLES - 1:03d}"
+
+    result, plan = plan_cli(cli, scene)
+    assert plan["cross_check_tables_not_scanned"] == [last]
+    assert hits(plan) == []
+    [warning] = [w for w in plan["warnings"] if "not scanned" in w]
+    assert last in warning and "--cross-check-table" in warning
+    assert warning in result.out
+
+    _, plan = plan_cli(cli, scene, "--cross-check-table", last)
+    assert hits(plan) == [(last, "note", TRUE_ORPHAN)]
