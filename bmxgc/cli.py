@@ -227,13 +227,17 @@ def undo_command(obj: _Context, receipt_path: str | None, auto_approve: bool) ->
 
 
 @cli.command("unlock")
+@click.option("--prefix", metavar="P", help="The lock of this prefix (as recover --prefix took it).")
+@click.option("--whole-bucket", is_flag=True, help="The lock a whole-bucket recover took.")
 @click.option("--auto-approve", is_flag=True, help="Do not ask for 'yes'.")
 @click.pass_obj
-def unlock_command(obj: _Context, auto_approve: bool) -> None:
-    """Break the lock on the configured bucket and prefix (shows who holds it first)."""
+def unlock_command(obj: _Context, prefix: str | None, whole_bucket: bool, auto_approve: bool) -> None:
+    """Break a lock left by a dead process (shows who holds it first)."""
     from bmxgc.commands.unlock import unlock
 
-    message = unlock(obj.config(), auto_approve=auto_approve, confirm=_ask_yes())
+    message = unlock(
+        obj.config(), auto_approve=auto_approve, confirm=_ask_yes(), prefix=prefix, whole_bucket=whole_bucket
+    )
     click.echo(message)
 
 

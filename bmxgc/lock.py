@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from bmxgc import s3
 from bmxgc.config import LOCK_FOLDER
@@ -67,6 +67,33 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _overlap(a: str, b: str) -> bool:
+    return a.startswith(b) or b.startswith(a)
+
+
+def unlock_command_for(prefix: str) -> str:
+    return "bmxgc unlock --whole-bucket" if prefix == "" else f"bmxgc unlock --prefix {prefix}"
+
+
+def _held_by(client: s3.S3Client, bucket: str, prefix: str) -> GateRefused:
+    current = read_lock(client, bucket, prefix)
+    who_holds = current.describe(utc_now()) if current else "a process that just released it"
+    return GateRefused(
+        "lock",
+        f"s3://{bucket}/{lock_key(prefix)} is held by {who_holds}; wait for it to finish, or, if "
+        f"that process is dead, run '{unlock_command_for(prefix)}' and check the bucket before trying again",
+    )
+
+
+def lock_prefixes(client: s3.S3Client, bucket: str) -> list[str]:
+    """The prefixes that hold a lock in ``bucket`` now (ListObjectsV2 on the lock folder)."""
+    return [
+        unquote(key[len(LOCKS) : -len(".json")])
+        for key in s3.list_keys(client, bucket, LOCKS)
+        if key.endswith(".json")
+    ]
+
+
 def read_lock(client: s3.S3Client, bucket: str, prefix: str) -> LockInfo | None:
     key = lock_key(prefix)
     found = s3.get_object_text(client, bucket, key)
@@ -96,13 +123,18 @@ def held(
     }
     etag = s3.put_if_absent(client, bucket, key, json.dumps(holder, indent=1).encode("utf-8"))
     if etag is None:
-        current = read_lock(client, bucket, prefix)
-        who_holds = current.describe(utc_now()) if current else "a process that just released it"
-        raise GateRefused(
-            "lock",
-            f"s3://{bucket}/{key} is held by {who_holds}; wait for it to finish, or, if that "
-            "process is dead, run 'bmxgc unlock' and check the bucket before trying again",
-        )
+        raise _held_by(client, bucket, prefix)
+    # A lock on an overlapping prefix (books/ inside a whole-bucket recover)
+    # guards the same objects. Both sides look after taking their own lock,
+    # so of two overlapping runs at least one sees the other and steps back.
+    try:
+        overlapping = next((p for p in lock_prefixes(client, bucket) if p != prefix and _overlap(p, prefix)), None)
+    except BaseException:
+        s3.delete_if_match(client, bucket, key, etag)
+        raise
+    if overlapping is not None:
+        s3.delete_if_match(client, bucket, key, etag)
+        raise _held_by(client, bucket, overlapping)
     info = LockInfo(key=key, etag=etag, holder=holder)
     try:
         yield info

@@ -100,6 +100,11 @@ def parse_plan_text(text: str, source: str) -> Plan:
         raise PlanFileError(f"{source}: not a plan file: invalid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise PlanFileError(f"{source}: not a plan file: the JSON is not an object")
+    if raw.get("kind") == "recovery":
+        raise PlanFileError(
+            f"{source}: this is a recovery plan written by 'bmxgc recover', not a plan to show or apply; "
+            "read it as JSON"
+        )
     version = raw.get("format_version")
     if version != FORMAT_VERSION or isinstance(version, bool):
         raise PlanFileError(

@@ -253,7 +253,14 @@ def history_text(entries: list[HistoryEntry]) -> str:
         return "No plans yet."
     rows = [("WHEN", "STATE", "ORPHANS", "WHERE", "BY", "FILE")]
     rows += [
-        (e.when, e.state, f"{e.orphans:,}", f"s3://{e.bucket}/{e.prefix}", e.applied_by or "-", e.name)
+        (
+            e.when,
+            e.state,
+            f"{e.orphans:,}",
+            f"s3://{e.bucket}/{e.prefix}" if e.prefix else f"s3://{e.bucket} (whole bucket)",
+            e.applied_by or "-",
+            e.name,
+        )
         for e in entries
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]

@@ -67,7 +67,7 @@ def _recovery_entry(store: Store, name: str, raw: dict[str, object], applied: bo
         str(raw.get("created_at", "?")),
         name,
         str(raw.get("bucket", "?")),
-        str(raw.get("prefix", "?")) or "(whole bucket)",
+        str(raw.get("prefix", "?")),
         count,
         "recovered" if applied else "recovery (not run)",
         by,

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from bmxgc import lock, s3
 from bmxgc.config import Config
-from bmxgc.errors import GateRefused
+from bmxgc.errors import ConfigError, GateRefused
 from bmxgc.model import utc_now
 
 
@@ -16,13 +16,28 @@ def unlock(
     auto_approve: bool = False,
     confirm: Callable[[str], bool] | None = None,
     client: s3.S3Client | None = None,
+    prefix: str | None = None,
+    whole_bucket: bool = False,
 ) -> str:
-    """Show who holds the lock, ask, and remove exactly that lock."""
+    """Show who holds the lock, ask, and remove exactly that lock.
+
+    The lock is the config's prefix's, or that of ``prefix`` or the whole
+    bucket, as ``recover --prefix``/``--whole-bucket`` take them.
+    """
     client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
-    bucket, prefix = config.s3.bucket, config.s3.prefix
+    bucket = config.s3.bucket
+    if whole_bucket and prefix is not None:
+        raise ConfigError("--prefix and --whole-bucket: give one or the other")
+    prefix = "" if whole_bucket else (prefix if prefix is not None else config.s3.prefix)
     current = lock.read_lock(client, bucket, prefix)
     if current is None:
-        return f"No lock on s3://{bucket}/{prefix}."
+        others = lock.lock_prefixes(client, bucket)
+        hint = (
+            " Locks held: " + ", ".join(lock.unlock_command_for(p) for p in others) + "."
+            if others
+            else ""
+        )
+        return f"No lock on s3://{bucket}/{prefix}.{hint}"
     described = current.describe(utc_now())
     if not auto_approve:
         if confirm is None:
