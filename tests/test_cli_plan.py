@@ -531,3 +531,55 @@ def test_plan_database_errors_never_show_the_password(
     assert_one_line_error(result, 1, needle)
     _assert_no_secrets([*postgres.secrets(), wrong], result.out, result.err)
     assert not (scene.folder / "plans").exists()
+
+
+# --------------------------------------------------------------------------- repeat runs and progress
+
+
+def test_plan_same_state_same_second_keeps_one_file(scene: Scene) -> None:
+    config = load_config(scene.config(_books(scene)))
+    now = utc_now().replace(microsecond=0)
+    first = run_plan(config, now=now)
+    second = run_plan(config, now=now)  # same content, same name: not an error, not a second file
+    assert first.path == second.path
+    assert first.plan.plan_hash == second.plan.plan_hash
+    assert len(list((scene.folder / "plans").glob("*.json"))) == 1
+    scene.bucket.put("books/77/image_00.webp")
+    third = run_plan(config, now=now)  # another state in the same second: its own file
+    assert third.path != first.path
+    assert len(list((scene.folder / "plans").glob("*.json"))) == 2
+
+
+def test_plan_progress_goes_to_stderr_only_on_a_terminal(scene: Scene) -> None:
+    import pty
+    import subprocess
+    import sys
+
+    config = scene.config(_books(scene))
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bmxgc", "-c", str(config), "plan"],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(master)
+    terminal = b"".join(chunks).decode("utf-8", errors="replace")
+    stdout = proc.stdout.decode("utf-8")
+    assert proc.returncode == 0
+    assert "listing: 5 versions listed" in terminal
+    assert "versions listed" not in stdout and "\r" not in stdout
+    assert "Plan: 2 to delete." in stdout
