@@ -12,6 +12,7 @@ Import the fixtures into a test module with
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import math
 import xml.etree.ElementTree as ET
@@ -21,9 +22,24 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 import pytest
 
 from support import config_doc, write_toml
+
+# One botocore data loader for every session: the same model files, parsed once.
+_shared_loader = functools.lru_cache(maxsize=None)(botocore.loaders.create_loader)
+
+
+@pytest.fixture(autouse=True)
+def fast_boto_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bmxgc makes each S3 client from a new boto3 session, which re-reads and
+    parses S3's service model: ~0.15 s of CPU per client, most of these tests'
+    time. Sharing botocore's loader (a cache of those files) gives the same
+    clients in a tenth of the time. Autouse where imported."""
+    monkeypatch.setattr(botocore.session, "create_loader", _shared_loader)
+
 
 PREFIX = "books/"
 LOCK_FOLDER = ".bmxgc/locks/"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from apply_support import (
+    fast_boto_clients,  # noqa: F401 (autouse)
     Hooks,
     World,
     batches,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from apply_support import PREFIX, World, build_world, pg_world, world  # noqa: F401
+from apply_support import PREFIX, World, build_world, pg_world, world, fast_boto_clients  # noqa: F401
 from bmxgc.errors import GateRefused
 from bmxgc.model import parse_rfc3339
 from support import spec_hash

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from apply_support import LOCK_FOLDER, Hooks, World, hooked, request_error, world  # noqa: F401
+from apply_support import LOCK_FOLDER, Hooks, World, hooked, request_error, world, fast_boto_clients  # noqa: F401
 from bmxgc.errors import GateRefused
 from bmxgc.model import rfc3339, utc_now
 
