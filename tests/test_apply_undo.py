@@ -258,3 +258,21 @@ def test_apply_undo_round_trip_unusual_keys(world: World, cli: Any) -> None:
     assert "12 restored" in undo_ok(cli, world).out
     world.assert_orphans_restored()
     assert world.snapshot() == start
+
+
+def test_undo_edited_receipt_never_deletes_a_real_version(world: World, cli: Any) -> None:
+    """A receipt whose marker id was changed to a live object's version id:
+    undo removes only delete markers, so the object is left alone."""
+    plan = world.plan()
+    apply_ok(cli, world, plan)
+    path = world.receipt_path(plan)
+    receipt = json.loads(path.read_text(encoding="utf-8"))
+    victim = world.live_keys[0]
+    receipt["deleted"][0]["key"] = victim
+    receipt["deleted"][0]["delete_marker_version_id"] = world.original[victim]["version_id"]
+    path.write_text(json.dumps(receipt), encoding="utf-8")
+    undone = undo_ok(cli, world, path)
+    assert "5 restored" in undone.out
+    assert world.current(victim) == world.original[victim]
+    versions = world.client.list_object_versions(Bucket=world.name, Prefix=victim)["Versions"]
+    assert [v["VersionId"] for v in versions] == [world.original[victim]["version_id"]]

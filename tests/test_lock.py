@@ -160,3 +160,29 @@ def test_apply_refused_and_lock_release_failing_still_shows_refusal(world: World
     assert "could not be released" in result.err and "bmxgc unlock" in result.err
     assert world.lock_keys() == [LOCK_KEY]
     assert world.snapshot() == before
+
+
+def test_apply_waiting_for_consent_holds_lock_with_owner_and_plan(world: World, cli: Any) -> None:
+    """While one operator reads the prompt, the lock names them, and a second
+    apply (another machine, same prefix) is refused naming the first."""
+    plan = world.plan()
+    plan_hash = json.loads(plan.read_text(encoding="utf-8"))["plan_hash"]
+    seen: dict[str, Any] = {}
+
+    def at_the_prompt(_summary: str) -> bool:
+        seen["lock"] = json.loads(world.client.get_object(Bucket=world.name, Key=LOCK_KEY)["Body"].read())
+        seen["other"] = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+        return False
+
+    try:
+        world.apply(plan, auto_approve=False, confirm=at_the_prompt)
+    except GateRefused as refusal:
+        assert refusal.gate == "consent"
+    holder = seen["lock"]
+    assert holder["command"] == "apply" and holder["plan_hash"] == plan_hash
+    assert {"user", "host", "pid", "acquired_at"} <= set(holder)
+    other = seen["other"]
+    assert other.code == 3 and "refused by gate 'lock'" in other.err
+    assert f"{holder['user']}@{holder['host']} pid {holder['pid']}" in other.err
+    assert world.lock_keys() == []
+    assert all(world.current(k) is not None for k in world.orphan_keys)
