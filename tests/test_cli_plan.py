@@ -583,3 +583,28 @@ def test_plan_progress_goes_to_stderr_only_on_a_terminal(scene: Scene) -> None:
     assert "listing: 5 versions listed" in terminal
     assert "versions listed" not in stdout and "\r" not in stdout
     assert "Plan: 2 to delete." in stdout
+
+
+# --------------------------------------------------------------------------- S3 unreachable or misconfigured
+
+
+def _config_with_endpoint(scene: Scene, endpoint: str) -> Path:
+    doc = config_doc(
+        bucket=scene.bucket.name,
+        endpoint=endpoint,
+        database_url=scene.db.url,
+        references=[{"name": "src", "query": f"SELECT s3_key FROM {scene.db.table(['1/a'])}"}],
+    )
+    return write_toml(scene.folder / "bmxgc.toml", doc)
+
+
+def test_plan_unreachable_s3_is_one_line_error(cli: Cli, scene: Scene) -> None:
+    result = cli("-c", _config_with_endpoint(scene, f"http://127.0.0.1:{free_port()}"), "plan")
+    assert_one_line_error(result, 1, "s3.endpoint_url")
+    _assert_no_secrets(scene.db.secrets, result.out, result.err)
+    assert not (scene.folder / "plans").exists()
+
+
+def test_plan_endpoint_without_scheme_is_one_line_error(cli: Cli, scene: Scene) -> None:
+    result = cli("-c", _config_with_endpoint(scene, "localhost:9000"), "plan")
+    assert_one_line_error(result, 1, "localhost:9000")
