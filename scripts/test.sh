@@ -29,7 +29,19 @@ find_python() {
 if [ ! -x .venv/bin/python ]; then
     python=$(find_python) || { log "Python 3.11 or newer is needed (set PYTHON=/path/to/python3.11)"; exit 1; }
     log "creating .venv with $python"
-    "$python" -m venv .venv
+    if ! "$python" -m venv .venv; then
+        # Debian's own python3 ships venv separately.
+        if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+            rm -rf .venv
+            log "installing python3-venv with apt-get"
+            DEBIAN_FRONTEND=noninteractive apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            "$python" -m venv .venv
+        else
+            log "cannot create .venv with $python (on Debian: apt-get install python3-venv)"
+            exit 1
+        fi
+    fi
 fi
 
 log "installing bmxgc with its test extras into .venv"
