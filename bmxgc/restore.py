@@ -7,7 +7,7 @@ its new version, and a marker already removed means already restored.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from bmxgc.drift import KeyHistory
@@ -34,7 +34,10 @@ class RestorePlan:
     already_restored: list[str]
 
 
-def plan_undo(receipt: Receipt, live: Mapping[str, KeyHistory]) -> RestorePlan:
+def plan_undo(
+    receipt: Receipt, live: Mapping[str, KeyHistory], restored_before: Collection[str] = ()
+) -> RestorePlan:
+    """``restored_before``: keys an earlier undo run of this receipt restored."""
     restores: list[Restore] = []
     skips: list[Skip] = []
     already: list[str] = []
@@ -47,15 +50,23 @@ def plan_undo(receipt: Receipt, live: Mapping[str, KeyHistory]) -> RestorePlan:
             restores.append(Restore(entry.key, marker.version_id, entry.version_id))
         else:
             newer = history.latest
-            now = f"version {newer.version_id}" if newer is not None else "another version"
-            skips.append(Skip(entry.key, f"has a newer {now} since the delete; left alone"))
+            if newer is not None and newer.is_delete_marker:
+                now = f"was deleted again since (delete marker {newer.version_id})"
+            else:
+                now = f"has a newer version {newer.version_id if newer else '?'} since the delete"
+            skips.append(Skip(entry.key, f"{now}; left alone"))
     # Batches whose answer never reached the receipt (a crash mid-request):
     # restore a key if its latest row is a delete marker sitting directly on
     # the planned version, i.e. nothing was uploaded since.
+    # A key an earlier run restored is done: a marker on it now is someone
+    # else's delete, not ours.
     recorded = {e.key for e in receipt.deleted} | {e.key for e in receipt.errors}
     for batch in receipt.pending:
         for planned in batch.keys:
             if planned.key in recorded:
+                continue
+            if planned.key in restored_before:
+                already.append(planned.key)
                 continue
             history = live.get(planned.key, KeyHistory())
             latest = history.latest

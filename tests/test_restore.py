@@ -104,3 +104,26 @@ def test_plan_undo_pending_key_with_no_version_left_is_skipped() -> None:
     decided = plan_undo(receipt(pending=[[("books/a", "v1")]]), {})
     assert [s.key for s in decided.skips] == ["books/a"]
     assert decided.restores == []
+
+
+def test_plan_undo_pending_key_restored_by_earlier_run_keeps_a_later_delete() -> None:
+    # A first undo restored the crash-time key; someone deleted it again since.
+    # That marker is theirs: a second undo must not remove it.
+    rows = (version("books/a", vid="m7", marker=True), version("books/a", vid="v1", latest=False))
+    decided = plan_undo(receipt(pending=[[("books/a", "v1")]]), live(*rows), restored_before={"books/a"})
+    assert decided.restores == []
+    assert decided.already_restored == ["books/a"]
+
+
+def test_plan_undo_deleted_again_since_is_reported_as_such() -> None:
+    decided = plan_undo(
+        receipt(deleted=[("books/a", "v1", "m1")]),
+        live(
+            version("books/a", vid="m2", marker=True),
+            version("books/a", vid="m1", marker=True, latest=False),
+            version("books/a", vid="v1", latest=False),
+        ),
+    )
+    assert decided.restores == []
+    [skip] = decided.skips
+    assert "deleted again since" in skip.reason and "m2" in skip.reason

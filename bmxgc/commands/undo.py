@@ -57,8 +57,11 @@ def undo(
             f"{path} is for s3://{receipt.bucket}/{receipt.prefix}, the config for "
             f"s3://{config.s3.bucket}/{config.s3.prefix}; use the config the apply used",
         )
+    record_name = undo_record_name(name)
+    runs = _earlier_runs(store, record_name)
+    restored_before = {r["key"] for run in runs for r in run.get("restored", [])}
     with lock.held(client, receipt.bucket, receipt.prefix, command="undo", plan_hash=receipt.plan_hash):
-        decided = _decide(client, receipt)
+        decided = _decide(client, receipt, restored_before)
         if decided.restores and not auto_approve:
             if confirm is None:
                 raise GateRefused(
@@ -74,7 +77,7 @@ def undo(
         errors = _remove_markers(client, receipt.bucket, decided.restores)
     failed = {key for key, _code, _msg in errors}
     restored = [r for r in decided.restores if r.key not in failed]
-    record = _append_record(store, name, receipt, restored, decided, errors)
+    record = _append_record(store, record_name, runs, name, receipt, restored, decided, errors)
     result = UndoResult(path, record, restored, decided.skips, decided.already_restored, errors)
     if errors:
         raise PartialFailure(
@@ -85,10 +88,26 @@ def undo(
     return result
 
 
-def _decide(client: s3.S3Client, receipt: Receipt) -> RestorePlan:
+def _decide(client: s3.S3Client, receipt: Receipt, restored_before: set[str]) -> RestorePlan:
     keys = {e.key for e in receipt.deleted} | {k.key for b in receipt.pending for k in b.keys}
     live = group_by_key(s3.list_versions(client, receipt.bucket, receipt.prefix), keys)
-    return plan_undo(receipt, live)
+    return plan_undo(receipt, live, restored_before)
+
+
+def _earlier_runs(store: Store, record_name: str) -> list[Any]:
+    """The runs in the undo record beside the receipt (none before the first undo)."""
+    existing = store.read(record_name)
+    if existing is None:
+        return []
+    try:
+        runs = json.loads(existing).get("runs", [])
+        if not isinstance(runs, list):
+            raise ValueError
+        return runs
+    except (ValueError, AttributeError):
+        raise PlanFileError(
+            f"{store.location(record_name)}: the undo record is unreadable; move it aside and undo again"
+        ) from None
 
 
 def _remove_markers(client: s3.S3Client, bucket: str, restores: list[Restore]) -> list[tuple[str, str, str]]:
@@ -106,6 +125,8 @@ def _remove_markers(client: s3.S3Client, bucket: str, restores: list[Restore]) -
 
 def _append_record(
     store: Store,
+    record: str,
+    runs: list[Any],
     receipt_name: str,
     receipt: Receipt,
     restored: list[Restore],
@@ -113,16 +134,6 @@ def _append_record(
     errors: list[tuple[str, str, str]],
 ) -> str:
     """Beside the receipt, one entry per undo run: what it restored and left alone."""
-    record = undo_record_name(receipt_name)
-    runs: list[Any] = []
-    existing = store.read(record)
-    if existing is not None:
-        try:
-            runs = list(json.loads(existing).get("runs", []))
-        except (ValueError, AttributeError):
-            raise PlanFileError(
-                f"{store.location(record)}: the undo record is unreadable; move it aside and undo again"
-            ) from None
     runs.append(
         {
             "at": rfc3339(utc_now()),
