@@ -151,7 +151,14 @@ def held(
                     *exc.args[1:],
                 )
         raise
-    s3.delete_if_match(client, bucket, key, etag)
+    try:
+        s3.delete_if_match(client, bucket, key, etag)
+    except ServiceError as release_error:
+        raise ServiceError(
+            f"the {command} itself finished (its receipt or record says what it did), but the lock "
+            f"s3://{bucket}/{key} could not be released ({release_error}); run "
+            f"'{unlock_command_for(prefix)}' once S3 answers again"
+        ) from None
 
 
 def break_lock(client: s3.S3Client, bucket: str, prefix: str, lock: LockInfo) -> bool:
