@@ -50,6 +50,14 @@ class S3Settings(_Strict):
         return prefix
 
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_is_url(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError(f"{url!r} is not a URL; write e.g. \"http://127.0.0.1:9000\"")
+        return url
+
+
 class DatabaseSettings(_Strict):
     url: str | None = None
 

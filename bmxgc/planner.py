@@ -171,6 +171,11 @@ def plan_warnings(
             f"0 of {stats.referenced_keys:,} referenced keys exist under {prefix}: the key mapping "
             f"is probably wrong{hint}; do not apply this plan"
         )
+    if stats.objects_scanned == 0:
+        warnings.append(
+            f"no objects under {prefix} in bucket {context.bucket}: check s3.prefix and s3.bucket "
+            "for a typo (e.g. book/ for books/)"
+        )
     if stats.orphan_ratio > safety.max_orphan_ratio:
         warnings.append(
             f"orphan ratio {stats.orphan_ratio:.2f} is above max_orphan_ratio "

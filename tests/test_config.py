@@ -91,6 +91,12 @@ BAD_CONFIGS: list[tuple[str, Callable[[], dict[str, Any]], tuple[str, ...]]] = [
     ("duration_without_unit", lambda: _doc(safety={"min_age": "24"}), ("safety.min_age", "duration")),
     ("duration_fraction", lambda: _doc(safety={"min_age": "1.5h"}), ("safety.min_age", "duration")),
     ("duration_unknown_unit", lambda: _doc(safety={"max_plan_age": "2w"}), ("safety.max_plan_age", "duration")),
+    (
+        "endpoint_without_scheme",
+        lambda: _with(_doc(), "s3", "endpoint_url", "localhost:9000"),
+        ("s3.endpoint_url", "not a URL"),
+    ),
+    ("prefix_covering_lock_folder", lambda: _doc(prefix=".bmxgc/"), ("s3.prefix", "lock folder")),
     ("protect_not_a_list", lambda: _doc(safety={"protect": "books/keep/*"}), ("safety.protect",)),
 ]
 

@@ -229,9 +229,16 @@ def test_planner_warns_when_bucket_not_versioned(status: str) -> None:
 
 
 def test_planner_warns_when_undo_window_shorter_than_a_day() -> None:
-    short = make_plan(["books/a"], ["books/a"], undo_days=0)
-    assert any("lifecycle rule" in w and "NoncurrentVersionExpiration" in w for w in short.warnings)
-    assert make_plan(["books/a"], ["books/a"], undo_days=30).warnings == []
+    # S3's shortest rule is 1 day, rounded to midnight UTC: it can leave undo under a day.
+    for days in (0, 1):
+        short = make_plan(["books/a"], ["books/a"], undo_days=days)
+        assert any("lifecycle rule" in w and "NoncurrentVersionExpiration" in w for w in short.warnings)
+    assert make_plan(["books/a"], ["books/a"], undo_days=2).warnings == []
+
+
+def test_planner_warns_when_nothing_is_under_the_prefix() -> None:
+    plan = make_plan([], ["books/a"], prefix="book/")
+    assert any("no objects under book/" in w and "typo" in w for w in plan.warnings)
 
 
 def test_planner_warns_about_dangling_references() -> None:
