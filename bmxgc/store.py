@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from bmxgc import s3
 from bmxgc.config import Config
-from bmxgc.errors import AlreadyExists, BmxgcError, ConfigError, InputNotFound, PlanFileError
+from bmxgc.errors import AlreadyExists, ConfigError, InputNotFound, PlanFileError
 
 
 class Store(ABC):
@@ -153,7 +153,7 @@ def create_once(store: Store, name: str, text: str, *, read_only: bool = False) 
     ``name`` (the same plan made twice within one second) is kept and reused."""
     try:
         return store.create(name, text, read_only=read_only)
-    except BmxgcError:  # whatever class "already exists" is: the content decides
+    except AlreadyExists:
         if store.read(name) != text:
             raise
         return store.location(name)
