@@ -45,8 +45,9 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -113,6 +114,26 @@ def _load_in_process(objects: int, other: int) -> bool:
     return True
 
 
+def _bucket_versions() -> dict[str, list[tuple[str, str | None]]] | None:
+    """Every key's versions, oldest first, as (version id, ETag; None for a
+    delete marker), read from the backend the server serves from. None if
+    moto's internals are out of reach. Costs no request and no listing."""
+    try:
+        from moto.core.models import DEFAULT_ACCOUNT_ID
+        from moto.s3.models import FakeDeleteMarker, s3_backends
+
+        bucket = s3_backends[DEFAULT_ACCOUNT_ID]["global"].get_bucket(BUCKET)
+        return {
+            key: [
+                (v.version_id, None if isinstance(v, FakeDeleteMarker) else v.etag.strip('"'))
+                for v in versions
+            ]
+            for key, versions in bucket.keys.iterlists()
+        }
+    except Exception:  # noqa: BLE001 - moto's internals are not an API
+        return None
+
+
 def _load_over_http(client: Any, objects: int, other: int) -> None:
     keys = [(book_key(i), b"webp" * (1 + i % 50)) for i in range(objects)]
     keys += [(f"{OTHER_PREFIX}{i}/listing.json", b"{}") for i in range(other)]
@@ -125,7 +146,9 @@ def _load_over_http(client: Any, objects: int, other: int) -> None:
 
 
 def serve(conn: Connection, objects: int, other: int, http_load: bool = False) -> None:
-    """Child process: run the server, load the bucket, report, wait for 'stop'."""
+    """Child process: run the server, load the bucket, report, then answer
+    requests until 'stop': 'cpu' (this process's CPU seconds so far) and
+    'versions' (see _bucket_versions)."""
     import logging
 
     import boto3
@@ -155,7 +178,13 @@ def serve(conn: Connection, objects: int, other: int, http_load: bool = False) -
             }
         )
         cpu_before = time.process_time()
-        conn.recv()  # "stop"
+        while (request := conn.recv()) != "stop":
+            if request == "cpu":
+                conn.send(time.process_time())
+            elif request == "versions":
+                conn.send(_bucket_versions())
+            else:
+                conn.send(None)
         conn.send({"server_cpu_seconds": time.process_time() - cpu_before})
     finally:
         server.stop()
@@ -166,17 +195,19 @@ def serve(conn: Connection, objects: int, other: int, http_load: bool = False) -
 # --------------------------------------------------------------------------
 
 
-def make_database(path: Path, objects: int) -> int:
+def make_database(path: Path, objects: int, referenced: Callable[[int], bool] = is_referenced) -> int:
+    """A SQLite file whose book_images rows reference the objects ``referenced(i)``."""
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE book_images (id INTEGER PRIMARY KEY, s3_key TEXT)")
-    rows = [(book_key(i).removeprefix(PREFIX),) for i in range(objects) if is_referenced(i)]
+    rows = [(book_key(i).removeprefix(PREFIX),) for i in range(objects) if referenced(i)]
     db.executemany("INSERT INTO book_images (s3_key) VALUES (?)", rows)
     db.commit()
     db.close()
     return len(rows)
 
 
-def make_config(endpoint: str, database: Path, plans_dir: Path) -> Any:
+def make_config(endpoint: str, database: Path, plans_dir: Path, safety: dict[str, Any] | None = None) -> Any:
+    """The config: ``min_age = "0s"`` plus any other ``safety`` settings given."""
     from bmxgc.config import config_from_dict
 
     return config_from_dict(
@@ -191,7 +222,7 @@ def make_config(endpoint: str, database: Path, plans_dir: Path) -> Any:
                     "keys": [PREFIX + "{value}"],
                 }
             ],
-            "safety": {"min_age": "0s"},
+            "safety": {"min_age": "0s", **(safety or {})},
         }
     )
 
@@ -213,32 +244,37 @@ class Measurement:
     attempts: int = 0
     phases: dict[str, float] = field(default_factory=dict)
     list_seconds: list[float] = field(default_factory=list)
+    op_seconds: dict[str, float] = field(default_factory=dict)  # seconds inside requests, by operation
 
 
 def _maxrss_kib() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux
 
 
-def measure_plan(config: Any, client: Any, *, traced: bool) -> Measurement:
-    from bmxgc.commands.plan import plan
-
-    m = Measurement()
+@contextmanager
+def measured(client: Any, m: Measurement, *, traced: bool = False) -> Iterator[dict[str, float]]:
+    """Measure the body of the ``with`` into ``m``: S3 requests by operation,
+    HTTP attempts, seconds spent per operation, wall and CPU time, peak RSS
+    growth and (``traced``) the tracemalloc peak. Yields the time marks:
+    ``start``, ``first_s3_call`` and ``last_list_page``, when they happened."""
     marks: dict[str, float] = {}
-    sent: dict[int, float] = {}
+    sent: dict[str, float] = {}
 
     def before_call(model: Any, **_: Any) -> None:
         m.calls[model.name] += 1
-        marks.setdefault("first_s3_call", time.perf_counter())
-        if model.name == "ListObjectVersions":
-            sent[0] = time.perf_counter()
+        now = time.perf_counter()
+        marks.setdefault("first_s3_call", now)
+        sent[model.name] = now
 
     def before_send(**_: Any) -> None:
         m.attempts += 1
 
     def after_call(model: Any, **_: Any) -> None:
+        now = time.perf_counter()
+        elapsed = now - sent.pop(model.name, now)
+        m.op_seconds[model.name] = m.op_seconds.get(model.name, 0.0) + elapsed
         if model.name == "ListObjectVersions":
-            now = time.perf_counter()
-            m.list_seconds.append(now - sent.get(0, now))
+            m.list_seconds.append(elapsed)
             marks["last_list_page"] = now
 
     handlers: list[tuple[str, Callable[..., None]]] = [
@@ -254,8 +290,8 @@ def measure_plan(config: Any, client: Any, *, traced: bool) -> Measurement:
             tracemalloc.reset_peak()
         rss_before = _maxrss_kib()
         cpu_before = time.process_time()
-        start = time.perf_counter()
-        result = plan(config, client=client)
+        marks["start"] = start = time.perf_counter()
+        yield marks
         m.wall = time.perf_counter() - start
         m.cpu = time.process_time() - cpu_before
         m.maxrss_growth_kib = _maxrss_kib() - rss_before
@@ -265,7 +301,16 @@ def measure_plan(config: Any, client: Any, *, traced: bool) -> Measurement:
     finally:
         for event, handler in handlers:
             client.meta.events.unregister(event, handler)
+
+
+def measure_plan(config: Any, client: Any, *, traced: bool) -> Measurement:
+    from bmxgc.commands.plan import plan
+
+    m = Measurement()
+    with measured(client, m, traced=traced) as marks:
+        result = plan(config, client=client)
     m.plan, m.path = result.plan, result.path
+    start = marks["start"]
     first = marks.get("first_s3_call", start)
     last = marks.get("last_list_page", first)
     end = start + m.wall
