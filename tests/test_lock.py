@@ -186,3 +186,35 @@ def test_apply_waiting_for_consent_holds_lock_with_owner_and_plan(world: World, 
     assert f"{holder['user']}@{holder['host']} pid {holder['pid']}" in other.err
     assert world.lock_keys() == []
     assert all(world.current(k) is not None for k in world.orphan_keys)
+
+
+def test_apply_refused_by_whole_bucket_lock_then_unlock_whole_bucket(world: World, cli: Any) -> None:
+    # A whole-bucket recover (lock .bmxgc/locks/.json) guards books/ too.
+    plan = world.plan()
+    holder = {"user": "ops", "host": "laptop-1", "pid": "77", "command": "recover", "plan_hash": "(recover)",
+              "acquired_at": rfc3339(utc_now() - timedelta(minutes=4))}
+    world.client.put_object(Bucket=world.name, Key=LOCK_FOLDER + ".json", Body=json.dumps(holder).encode())
+    before = world.snapshot()
+    result = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+    assert result.code == 3, result.output
+    assert "refused by gate 'lock'" in result.err and "ops@laptop-1" in result.err
+    assert "bmxgc unlock --whole-bucket" in result.err
+    assert world.snapshot() == before
+    assert lock_etag(world) is None  # apply gave its own books/ lock back
+    hint = cli("-c", world.config_path, "unlock", "--auto-approve")
+    assert hint.code == 0 and "bmxgc unlock --whole-bucket" in hint.out
+    broken = cli("-c", world.config_path, "unlock", "--whole-bucket", "--auto-approve")
+    assert broken.code == 0 and "ops@laptop-1" in broken.out
+    applied = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+    assert applied.code == 0, applied.output
+
+
+def test_apply_refused_by_lock_on_a_prefix_inside_its_own(world: World, cli: Any) -> None:
+    plan = world.plan()
+    world.client.put_object(
+        Bucket=world.name, Key=LOCK_FOLDER + "books%2F2024%2F.json", Body=json.dumps({"user": "x"}).encode()
+    )
+    before = world.snapshot()
+    result = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+    assert result.code == 3 and "bmxgc unlock --prefix books/2024/" in result.err
+    assert world.snapshot() == before
