@@ -202,6 +202,9 @@ class Receipt(_Record):
     overrides: dict[str, float | int | str | bool] = Field(default_factory=dict)
     applied_by: dict[str, str] = Field(default_factory=dict)
     undo_until: str | None = None
+    # Versions under the prefix when the plan was made: lets undo list a few
+    # keys one by one when that is cheaper than listing the prefix.
+    prefix_versions: int | None = None
     deleted: list[DeletedEntry] = Field(default_factory=list)
     errors: list[KeyFailure] = Field(default_factory=list)
     pending: list[PendingBatch] = Field(default_factory=list)

@@ -121,6 +121,7 @@ class Journal:
         prefix: str,
         overrides: dict[str, Any],
         undo_until: str | None,
+        prefix_versions: int | None = None,
     ) -> Journal:
         receipt = Receipt.model_validate(
             {
@@ -134,6 +135,7 @@ class Journal:
                 "overrides": overrides,
                 "applied_by": who(),
                 "undo_until": undo_until,
+                "prefix_versions": prefix_versions,
             }
         )
         try:

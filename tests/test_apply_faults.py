@@ -218,6 +218,18 @@ def test_apply_few_orphans_in_large_prefix_checks_key_by_key_and_sees_drift(
     assert few.snapshot() == before
 
 
+def test_undo_few_keys_in_large_prefix_lists_key_by_key_and_restores(
+    bucket: Any, sqlite_db: Any, tmp_path: Path
+) -> None:
+    few = build_world(bucket, sqlite_db, tmp_path, live=1_001, orphans=1, fast=True)
+    few.apply(few.plan())
+    calls: collections.Counter[str] = collections.Counter()
+    undone = few.undo(client=few.s3_client(calls))
+    assert [r.key for r in undone.restored] == few.orphan_keys
+    assert calls["ListObjectVersions"] == 1  # not a pass over 1,003 versions (2 pages)
+    few.assert_orphans_restored()
+
+
 def test_apply_partial_failure_is_exit_1_through_api(world: World) -> None:
     client = world.s3_client()
     doomed = world.orphan_keys[0]

@@ -8,15 +8,16 @@ in batches of up to 1,000, with the receipt written ahead of every batch.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bmxgc import gates, lock, s3
 from bmxgc.config import Config, ReferenceSource
-from bmxgc.drift import find_drift, group_by_key
+from bmxgc.drift import find_drift
+from bmxgc.live import live_histories
 from bmxgc.errors import DriftError, GateRefused, PartialFailure, ServiceError
-from bmxgc.model import DeletedEntry, KeyFailure, ObjectVersion, Plan, Receipt, VersionEntry, rfc3339, utc_now
+from bmxgc.model import DeletedEntry, KeyFailure, ObjectVersion, Plan, Receipt, rfc3339, utc_now
 from bmxgc.planfile import parse_plan_text
 from bmxgc.receipt import Journal, receipt_name_for
 from bmxgc.store import plans_store, read_document
@@ -94,6 +95,7 @@ def apply(
             prefix=plan.prefix,
             overrides=dict(limits.overrides),
             undo_until=undo_until,
+            prefix_versions=plan.stats.versions_listed,
         )
         try:
             _delete_all(client, plan, journal, progress)
@@ -126,24 +128,9 @@ def _sources(plan: Plan, config: Config) -> list[ReferenceSource]:
     return list(seen.values())
 
 
-# Listing one key costs a request; listing the prefix costs one per 1,000
-# versions. A handful of orphans in a large prefix is cheaper key by key.
-PER_KEY_LISTING_MAX = 50
-
-
-def _live_rows(client: s3.S3Client, plan: Plan) -> Iterator[VersionEntry]:
-    pages = -(-plan.stats.versions_listed // s3.MAX_KEYS_PER_REQUEST)
-    if len(plan.orphans) <= PER_KEY_LISTING_MAX and len(plan.orphans) < pages:
-        for orphan in plan.orphans:
-            rows = s3.list_versions(client, plan.bucket, orphan.key)
-            yield from (row for row in rows if row.key == orphan.key)
-    else:
-        yield from s3.list_versions(client, plan.bucket, plan.prefix)
-
-
 def _check_drift(client: s3.S3Client, plan: Plan, database_url: str, sources: Sequence[ReferenceSource]) -> None:
     planned = {o.key for o in plan.orphans}
-    live = group_by_key(_live_rows(client, plan), planned)
+    live = live_histories(client, plan.bucket, plan.prefix, planned, plan.stats.versions_listed)
     references = read_references(database_url, sources)
     referenced_now = {
         key: result.name for result in references.sources for key in result.keys if key in planned

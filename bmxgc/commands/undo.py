@@ -10,7 +10,7 @@ from typing import Any
 
 from bmxgc import lock, s3
 from bmxgc.config import Config
-from bmxgc.drift import group_by_key
+from bmxgc.live import live_histories
 from bmxgc.errors import GateRefused, PartialFailure, PlanFileError, ServiceError
 from bmxgc.model import Receipt, rfc3339, utc_now
 from bmxgc.receipt import load_receipt, newest_receipt, to_json, undo_record_name, who
@@ -90,7 +90,9 @@ def undo(
 
 def _decide(client: s3.S3Client, receipt: Receipt, restored_before: set[str]) -> RestorePlan:
     keys = {e.key for e in receipt.deleted} | {k.key for b in receipt.pending for k in b.keys}
-    live = group_by_key(s3.list_versions(client, receipt.bucket, receipt.prefix), keys)
+    # Apply added one delete marker per key it deleted.
+    hint = receipt.prefix_versions + len(keys) if receipt.prefix_versions is not None else None
+    live = live_histories(client, receipt.bucket, receipt.prefix, keys, hint)
     return plan_undo(receipt, live, restored_before)
 
 
