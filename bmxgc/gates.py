@@ -10,7 +10,7 @@ from bmxgc.config import Config
 from bmxgc.durations import format_duration, parse_duration
 from bmxgc.errors import ConfigError, GateRefused, Offence
 from bmxgc.model import Plan
-from bmxgc.planner import matches_protect
+from bmxgc.planner import matches_protect, ratio_override
 
 
 @dataclass(frozen=True)
@@ -116,12 +116,11 @@ def check_volume(plan: Plan, limits: Limits) -> None:
             "mapping is wrong (see the plan's warnings); fix references.keys, then plan again",
         )
     if stats.orphan_ratio > limits.max_orphan_ratio:
-        suggestion = -int(-stats.orphan_ratio * 100 // 1) / 100
         raise GateRefused(
             "volume",
             f"orphan_ratio {stats.orphan_ratio:.4g} ({stats.orphans:,} of {stats.objects_scanned:,} "
             f"objects) is above max_orphan_ratio {limits.max_orphan_ratio:g}; check the key mapping "
-            f"(see the plan's warnings), or pass --max-orphan-ratio {min(suggestion, 1.0):g} "
+            f"(see the plan's warnings), or pass --max-orphan-ratio {ratio_override(stats.orphan_ratio)} "
             "if this is intended",
         )
     if stats.orphans > limits.max_deletes:

@@ -10,9 +10,9 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bmxgc.config import describe_validation_error
 from bmxgc.errors import InputNotFound, PlanFileError
@@ -53,13 +53,24 @@ def compute_hash(obj: dict[str, Any]) -> str:
     return HASH_PREFIX + hashlib.sha256(canonical_bytes(obj)).hexdigest()
 
 
-def plan_document(plan_without_hash: dict[str, Any]) -> dict[str, Any]:
-    """Add ``plan_hash`` to a plan's fields (everything else is hashed)."""
-    return {**plan_without_hash, "plan_hash": compute_hash(plan_without_hash)}
+# What a plan holds in ``plan_hash`` until ``seal`` computes the real one.
+PLACEHOLDER_HASH = HASH_PREFIX + "0" * 64
+
+Hashed = TypeVar("Hashed", bound=BaseModel)
+
+
+def document(model: BaseModel) -> dict[str, Any]:
+    """A plan (or recovery plan) as the JSON object that is written and hashed."""
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+def seal(model: Hashed) -> Hashed:
+    """The same plan with ``plan_hash`` computed over everything else."""
+    return model.model_copy(update={"plan_hash": compute_hash(document(model))})
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    return plan.model_dump(mode="json", exclude_none=True)
+    return document(plan)
 
 
 def render_plan_json(plan: Plan) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from bmxgc import __version__
 from bmxgc.config import ReferenceSource, SafetySettings
@@ -23,11 +23,10 @@ from bmxgc.model import (
     VersionEntry,
     rfc3339,
 )
-from bmxgc.planfile import compute_hash, plan_to_dict
+from bmxgc.planfile import PLACEHOLDER_HASH, seal
 from bmxgc.references import References
 
 SAMPLE_SIZE = 20
-_PLACEHOLDER_HASH = "sha256:" + "0" * 64
 
 
 def matches_protect(key: str, patterns: Iterable[str]) -> str | None:
@@ -123,7 +122,7 @@ def build_plan(
         format_version=1,
         bmxgc_version=__version__,
         created_at=rfc3339(now),
-        plan_hash=_PLACEHOLDER_HASH,
+        plan_hash=PLACEHOLDER_HASH,
         bucket=context.bucket,
         prefix=context.prefix,
         bucket_versioning=context.bucket_versioning,
@@ -145,7 +144,7 @@ def build_plan(
         sample_orphan_keys=spread_sample([o.key for o in orphans]),
         orphans=orphans,
     )
-    return draft.model_copy(update={"plan_hash": compute_hash(plan_to_dict(draft))})
+    return seal(draft)
 
 
 def plan_warnings(
@@ -180,7 +179,7 @@ def plan_warnings(
         warnings.append(
             f"orphan ratio {stats.orphan_ratio:.2f} is above max_orphan_ratio "
             f"{safety.max_orphan_ratio:g}: apply will refuse this plan; check the mapping, or pass "
-            f"--max-orphan-ratio {_ceil2(stats.orphan_ratio)} to apply if this is intended"
+            f"--max-orphan-ratio {ratio_override(stats.orphan_ratio)} to apply if this is intended"
         )
     if stats.orphans > safety.max_deletes:
         warnings.append(
@@ -252,7 +251,7 @@ def with_cross_check(
             "cross_check_tables_not_scanned": list(not_scanned),
         }
     )
-    return checked.model_copy(update={"plan_hash": compute_hash(plan_to_dict(checked))})
+    return seal(checked)
 
 
 def trend_warning(previous: Previous | None, stats: Stats) -> str | None:
@@ -269,10 +268,7 @@ def trend_warning(previous: Previous | None, stats: Stats) -> str | None:
     )
 
 
-def _ceil2(ratio: float) -> str:
+def ratio_override(ratio: float) -> str:
+    """The smallest --max-orphan-ratio, in hundredths, that lets ``ratio`` through."""
     hundredths = -int(-ratio * 100 // 1)
     return f"{min(hundredths, 100) / 100:g}"
-
-
-def is_older_than(created: datetime, now: datetime, limit: timedelta) -> bool:
-    return now - created > limit

@@ -94,6 +94,15 @@ def newest_receipt(store: Store) -> str:
     return max(applies)[1]
 
 
+def already_applied(receipt_location: str) -> GateRefused:
+    """The refusal for a plan whose receipt exists: a plan is applied once."""
+    return GateRefused(
+        "integrity",
+        f"{receipt_location} exists: this plan was applied before; run "
+        f"'bmxgc undo {receipt_location}' to take it back, or plan again",
+    )
+
+
 class Journal:
     """The receipt of one apply or recover, kept in its store as the work goes.
 
@@ -141,11 +150,7 @@ class Journal:
         try:
             store.create(name, to_json(receipt.model_dump(mode="json")))
         except AlreadyExists:
-            raise GateRefused(
-                "integrity",
-                f"{store.location(name)} exists: this plan was applied before; run "
-                f"'bmxgc undo {store.location(name)}' to take it back, or plan again",
-            ) from None
+            raise already_applied(store.location(name)) from None
         return cls(store, name, receipt)
 
     def _update(self, **changes: Any) -> None:

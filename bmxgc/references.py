@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 from sqlalchemy import Enum, String, column, create_engine, inspect, select, table, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.sql.expression import ColumnClause
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.sql.expression import ColumnClause
 
 from bmxgc.config import ReferenceSource
 from bmxgc.errors import ConfigError, ReferenceQueryError, ServiceError

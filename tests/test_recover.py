@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import pytest
 
-from apply_support import build_world
+from apply_support import Hooks, build_world, hooked, request_error  # noqa: F401
 from ops_support import (
     current,
     delete_plainly,
@@ -343,3 +343,23 @@ def test_recover_leaves_a_key_already_deleted_before_the_window(bucket: Any, tmp
     plan = read_json(saved(result.out, "Recovery plan"))
     assert [r["key"] for r in plan["restores"]] == INCIDENT["prompts/"]
     assert plan["stats"]["nothing_beneath"] == 1
+
+
+def test_recover_request_failing_exits_1_receipt_partial_and_rerun_finishes(
+    incident: Incident, cli: Cli, hooked: Hooks
+) -> None:
+    attempts: list[str] = []
+    hooked("before-send.s3.DeleteObjects", request_error(1, 400, "ExpiredToken", attempts))
+    failed = incident.recover(cli, "--whole-bucket", "--auto-approve")
+    assert failed.code == 1, failed.output
+    receipt = read_json(Path(saved(failed.out, "Receipt")))
+    assert receipt["status"] == "partial" and receipt["finished_at"]
+    assert {e["code"] for e in receipt["errors"]} == {"RequestFailed"}
+    assert receipt["restored"] == []
+    incident.assert_still_deleted(restorable(ALL))
+
+    hooked.clear()
+    again = incident.recover(cli, "--whole-bucket", "--auto-approve")
+    assert again.code == 0, again.output
+    incident.assert_restored(restorable(ALL))
+    incident.assert_reupload_kept()

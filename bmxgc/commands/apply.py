@@ -15,13 +15,21 @@ from datetime import datetime, timedelta
 from bmxgc import gates, lock, s3
 from bmxgc.config import Config, ReferenceSource
 from bmxgc.drift import find_drift
-from bmxgc.live import live_histories
 from bmxgc.errors import DriftError, GateRefused, PartialFailure, ServiceError
-from bmxgc.model import DeletedEntry, KeyFailure, ObjectVersion, Plan, Receipt, rfc3339, utc_now
+from bmxgc.live import live_histories
+from bmxgc.model import (
+    DeletedEntry,
+    KeyFailure,
+    ObjectVersion,
+    Plan,
+    Receipt,
+    rfc3339,
+    utc_now,
+)
 from bmxgc.planfile import parse_plan_text
-from bmxgc.receipt import Journal, receipt_name_for
-from bmxgc.store import plans_store, read_document
+from bmxgc.receipt import Journal, already_applied, receipt_name_for
 from bmxgc.references import read_references, redact_url
+from bmxgc.store import plans_store, read_document
 
 # confirm(summary) -> True only if the operator typed "yes".
 Confirm = Callable[[str], bool]
@@ -64,12 +72,8 @@ def apply(
     gates.check_volume(plan, limits)  # gate 5
     store = plans_store(config, client)
     receipt_name = receipt_name_for(location)
-    if store.exists(receipt_name):
-        raise GateRefused(
-            "integrity",
-            f"{store.location(receipt_name)} exists: this plan was applied before; run "
-            f"'bmxgc undo {store.location(receipt_name)}' to take it back, or plan again",
-        )
+    if store.exists(receipt_name):  # checked again, atomically, when the receipt is created
+        raise already_applied(store.location(receipt_name))
     sources = _sources(plan, config)
     with lock.held(client, plan.bucket, plan.prefix, command="apply", plan_hash=plan.plan_hash):  # gate 6
         gates.check_versioning(s3.versioning_status(client, plan.bucket), plan.bucket)  # gate 7

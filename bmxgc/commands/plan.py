@@ -9,13 +9,13 @@ from pathlib import Path
 
 from bmxgc import s3
 from bmxgc.config import Config
-from bmxgc.model import Plan, utc_now
 from bmxgc.errors import PlanFileError
+from bmxgc.model import Plan, utc_now
 from bmxgc.planfile import default_file_name, parse_plan_text, render_plan_json
 from bmxgc.planner import Previous, ScanContext, build_plan, with_cross_check
+from bmxgc.receipt import RECEIPT_SUFFIX, UNDO_SUFFIX
 from bmxgc.references import cross_check as references_cross_check
 from bmxgc.references import read_references, redact_url
-from bmxgc.receipt import RECEIPT_SUFFIX, UNDO_SUFFIX
 from bmxgc.store import Store, create_once, open_location, plans_store
 
 # progress(stage, count): "listing" counts versions listed, "querying" rows read.

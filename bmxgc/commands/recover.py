@@ -13,9 +13,17 @@ from datetime import datetime
 
 from bmxgc import __version__, lock, s3
 from bmxgc.config import Config
-from bmxgc.errors import ConfigError
-from bmxgc.model import KeyFailure, RecoveryItem, RecoveryPlan, RestoredEntry, parse_rfc3339, rfc3339, utc_now
-from bmxgc.planfile import compute_hash
+from bmxgc.errors import ConfigError, ServiceError
+from bmxgc.model import (
+    KeyFailure,
+    RecoveryItem,
+    RecoveryPlan,
+    RestoredEntry,
+    parse_rfc3339,
+    rfc3339,
+    utc_now,
+)
+from bmxgc.planfile import PLACEHOLDER_HASH, document, seal
 from bmxgc.planner import spread_sample
 from bmxgc.receipt import RECEIPT_SUFFIX, Journal, to_json
 from bmxgc.recovery import RecoveryScan, find_recoverable
@@ -75,7 +83,7 @@ def recover(
         now = utc_now()
         plan = _recovery_plan(bucket, scope, since, until, scan, now)
         name = f"{now:%Y%m%dT%H%M%SZ}-recover-{plan.plan_hash.removeprefix('sha256:')[:12]}.json"
-        plan_location = create_once(store, name, to_json(_document(plan)), read_only=True)
+        plan_location = create_once(store, name, to_json(document(plan)), read_only=True)
         if not auto_approve or not plan.restores:
             return RecoverResult(plan, plan_location, scan.nothing_beneath, applied=False)
         journal = Journal.create(
@@ -109,7 +117,7 @@ def _recovery_plan(
         kind="recovery",
         bmxgc_version=__version__,
         created_at=rfc3339(now),
-        plan_hash="sha256:" + "0" * 64,
+        plan_hash=PLACEHOLDER_HASH,
         bucket=bucket,
         prefix=scope,
         since=rfc3339(since),
@@ -124,11 +132,7 @@ def _recovery_plan(
         sample_keys=spread_sample([i.key for i in items]),
         restores=items,
     )
-    return body.model_copy(update={"plan_hash": compute_hash(_document(body))})
-
-
-def _document(plan: RecoveryPlan) -> dict[str, object]:
-    return plan.model_dump(mode="json", exclude_none=True)
+    return seal(body)
 
 
 def _remove_markers(
@@ -145,7 +149,14 @@ def _remove_markers(
     failed: set[int] = set()
     for start in range(0, len(entries), s3.MAX_KEYS_PER_REQUEST):
         batch = entries[start : start + s3.MAX_KEYS_PER_REQUEST]
-        outcome = s3.delete_batch(client, bucket, [(key, marker, None) for _index, key, marker in batch])
+        try:
+            outcome = s3.delete_batch(client, bucket, [(key, marker, None) for _index, key, marker in batch])
+        except ServiceError as exc:
+            # As undo does: record the batch as failed and go on; a rerun
+            # finds what is still deleted.
+            outcome = s3.DeleteOutcome(
+                deleted=[], errors=sorted({(key, "RequestFailed", str(exc)) for _i, key, _m in batch})
+            )
         done = {(key, vid) for key, vid, _marker in outcome.deleted}
         done_keys = {key for key, vid, _marker in outcome.deleted if vid is None}  # an answer without VersionId
         restored: list[RestoredEntry] = []

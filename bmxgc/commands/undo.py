@@ -10,12 +10,12 @@ from typing import Any
 
 from bmxgc import lock, s3
 from bmxgc.config import Config
-from bmxgc.live import live_histories
 from bmxgc.errors import GateRefused, PartialFailure, PlanFileError, ServiceError
+from bmxgc.live import live_histories
 from bmxgc.model import Receipt, rfc3339, utc_now
 from bmxgc.receipt import load_receipt, newest_receipt, to_json, undo_record_name, who
-from bmxgc.store import Store, open_location, plans_store
 from bmxgc.restore import Restore, RestorePlan, Skip, plan_undo
+from bmxgc.store import Store, open_location, plans_store
 
 Confirm = Callable[[str], bool]
 
