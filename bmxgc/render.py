@@ -266,6 +266,11 @@ def history_text(entries: list[HistoryEntry]) -> str:
         for e in entries
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
+    table = "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows
     )
+    # Why each unreadable file is unreadable, once per file, below the table.
+    problems = dict(e.problem for e in entries if e.problem)
+    if not problems:
+        return table
+    return table + "\n\n" + "\n".join(f"{name}: {reason}" for name, reason in sorted(problems.items()))
