@@ -258,7 +258,8 @@ def history_text(entries: list[HistoryEntry]) -> str:
         (
             e.when,
             e.state,
-            f"{e.orphans:,}",
+            f"{e.orphans:,}" if e.orphans is not None else "-",
+            "?" if e.problem and e.problem[0] == e.name else
             f"s3://{e.bucket}/{e.prefix}" if e.prefix else f"s3://{e.bucket} (whole bucket)",
             e.applied_by or "-",
             e.name,

@@ -255,3 +255,20 @@ def test_history_shows_an_undo_record_with_duplicate_keys_as_unreadable(scene: S
     assert result.code == 0, result.output
     assert "undo record unreadable" in result.out
     assert f"{made.stem}.undo.json: " in result.out and "duplicate" in result.out
+
+
+def test_history_shows_a_recovery_plan_with_duplicate_keys_as_unreadable(scene: Scene, cli: Cli) -> None:
+    keys = scene.books([1, 2])
+    scene.bucket.delete(keys[0])
+    since = (datetime.now(timezone.utc) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    looked = cli("-c", scene.config_path, "recover", "--since", since)
+    assert looked.code == 0, looked.output
+    [recovery] = [p for p in (scene.folder / "plans").iterdir() if "-recover-" in p.name]
+    text = recovery.read_text(encoding="utf-8")
+    recovery.chmod(0o644)
+    recovery.write_text(text.replace('"bucket":', '"bucket": "elsewhere",\n "bucket":', 1), encoding="utf-8")
+    result = cli("-c", scene.config_path, "history")
+    assert result.code == 0, result.output
+    [row] = [line for line in result.out.splitlines() if line.endswith(recovery.name)]
+    assert row.split()[1] == "unreadable"
+    assert f'{recovery.name}: not a plan file: duplicate key "bucket"' in result.out

@@ -23,7 +23,7 @@ class HistoryEntry:
     name: str
     bucket: str
     prefix: str
-    orphans: int
+    orphans: int | None  # None when the file cannot be read
     # planned, applied, partial, in progress, undone, recovery (not run),
     # recovered, unreadable, receipt unreadable, undo record unreadable
     state: str
@@ -55,7 +55,7 @@ def history(config: Config, *, client: s3.S3Client | None = None) -> list[Histor
 
 
 def _unreadable(name: str, reason: str) -> HistoryEntry:
-    return HistoryEntry("?", name, "?", "?", 0, "unreadable", problem=(name, reason))
+    return HistoryEntry("?", name, "?", "?", None, "unreadable", problem=(name, reason))
 
 
 def _why(exc: PlanFileError, store: Store, name: str) -> str:
@@ -79,12 +79,11 @@ def _entry(store: Store, name: str, names: set[str]) -> HistoryEntry:
     try:
         text = store.read(name) or ""
         try:
-            raw = strict_json(text)
-        except ValueError:
-            raw = None  # parse_plan_text says why
-        if isinstance(raw, dict) and raw.get("kind") == "recovery":
+            plan = parse_plan_text(text, store.location(name))
+        except PlanFileError:
+            if not _is_recovery_plan(text):
+                raise
             return _recovery_entry(store, name, text, receipt_name in names)
-        plan = parse_plan_text(text, store.location(name))
     except PlanFileError as exc:
         return _unreadable(name, _why(exc, store, name))
     state, by, problem = "planned", "", None
@@ -102,6 +101,14 @@ def _entry(store: Store, name: str, names: set[str]) -> HistoryEntry:
             except PlanFileError as exc:
                 state, problem = "undo record unreadable", (stem + UNDO_SUFFIX, _why(exc, store, stem + UNDO_SUFFIX))
     return HistoryEntry(plan.created_at, name, plan.bucket, plan.prefix, plan.stats.orphans, state, by, problem)
+
+
+def _is_recovery_plan(text: str) -> bool:
+    try:
+        raw = strict_json(text)
+    except ValueError:
+        return False
+    return isinstance(raw, dict) and raw.get("kind") == "recovery"
 
 
 def _recovery_entry(store: Store, name: str, text: str, applied: bool) -> HistoryEntry:
