@@ -77,6 +77,8 @@ class LocalStore(Store):
                 os.link(tmp, path)
             except FileExistsError:
                 raise _exists_error(str(path)) from None
+            except OSError as exc:
+                raise self._write_error(exc) from None
         finally:
             os.unlink(tmp)
         self._sync_folder()
@@ -87,8 +89,10 @@ class LocalStore(Store):
         tmp = self._durable_temp(text)
         try:
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise self._write_error(exc) from None
             raise
         self._sync_folder()
         return str(path)
@@ -125,7 +129,7 @@ class LocalStore(Store):
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".bmxgc-", suffix=".tmp")
         except OSError as exc:
-            raise ConfigError(f"plans_dir: cannot write to {self.folder}: {exc.strerror}") from None
+            raise self._write_error(exc) from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(text)
@@ -134,9 +138,12 @@ class LocalStore(Store):
         except BaseException as exc:
             os.unlink(tmp)
             if isinstance(exc, OSError):
-                raise ConfigError(f"plans_dir: cannot write to {self.folder}: {exc.strerror or exc}") from None
+                raise self._write_error(exc) from None
             raise
         return tmp
+
+    def _write_error(self, exc: OSError) -> ConfigError:
+        return ConfigError(f"plans_dir: cannot write to {self.folder}: {exc.strerror or exc}")
 
     def _sync_folder(self) -> None:
         dir_fd = os.open(self.folder, os.O_RDONLY)
