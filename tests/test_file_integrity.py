@@ -314,6 +314,17 @@ def test_an_integer_is_still_a_valid_float_in_a_plan(cli: Cli, tmp_path: Path) -
     assert result.code == 0, result.output
 
 
+def test_an_integer_ratio_in_the_config_plans_and_applies(world: World, cli: Cli) -> None:
+    world.write_config(safety={"max_orphan_ratio": 1, "max_deletes": 6})
+    made = cli("-c", world.config_path, "plan")
+    assert made.code == 0, made.output
+    plan = made.saved_path()
+    assert read_plan(plan)["safety"]["max_orphan_ratio"] == 1.0
+    applied = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+    assert applied.code == 0, applied.output
+    assert all(world.current(k) is None for k in world.orphan_keys)
+
+
 @pytest.mark.parametrize("value", [1.0, True, "1"], ids=["float", "true", "string"])
 def test_receipt_format_version_must_be_the_integer_one(world: World, cli: Cli, value: Any) -> None:
     plan = world.plan()
