@@ -6,6 +6,7 @@ Nothing here decides anything; every command is a function in
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -285,8 +286,24 @@ def demo_command() -> None:
     sys.exit(run_demo(echo=click.echo))
 
 
+class _WarningsToStderr(logging.Handler):
+    """What the commands log as warnings (logger ``bmxgc``): one line on stderr each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"Warning: {record.getMessage()}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one place that maps every failure to SPEC.md's exit codes."""
+    warnings = _WarningsToStderr(logging.WARNING)
+    logging.getLogger("bmxgc").addHandler(warnings)
+    try:
+        return _main(argv)
+    finally:
+        logging.getLogger("bmxgc").removeHandler(warnings)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="bmxgc", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from bmxgc.durations import parse_duration
+from bmxgc.durations import Duration, parse_duration
 from bmxgc.errors import ConfigError
 
 CONFIG_ENV = "BMXGC_CONFIG"
@@ -28,16 +28,10 @@ DEFAULT_CONFIG = "bmxgc.toml"
 LOCK_FOLDER = ".bmxgc/"
 
 
-def _duration(text: str) -> str:
-    parse_duration(text)
-    return text
-
-
-Duration = Annotated[str, AfterValidator(_duration)]
-
-
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No coercion (true is not a ratio, "10" is not a count; an int is a
+    # valid float) and no NaN or infinity.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class S3Settings(_Strict):
@@ -175,6 +169,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{config_path}: cannot read the config file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{config_path}: not valid TOML: arrays or tables nested too deeply") from None
     return config_from_dict(raw, source=str(config_path), base_dir=config_path.parent)
 
 
@@ -201,9 +197,18 @@ def describe_validation_error(
         message = "required but missing"
     else:
         message = str(first["msg"]).removeprefix("Value error, ")
+        if kind.endswith(("_type", "_parsing")) or kind in ("literal_error", "finite_number"):
+            message += _shown_input(first.get("input"))
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{location}: {message}{suffix}" if location else f"{message}{suffix}"
+
+
+def _shown_input(value: Any) -> str:
+    """``, not true``: the offending value, when it is a short scalar (as JSON writes it)."""
+    if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 40):
+        return f", not {json.dumps(value, ensure_ascii=False)}"
+    return ""
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:

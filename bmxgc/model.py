@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from bmxgc.durations import Duration
 
 FORMAT_VERSION = 1
 
@@ -25,6 +28,34 @@ def parse_rfc3339(text: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone")
     return moment.astimezone(timezone.utc)
+
+
+_UTC_SECONDS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", re.ASCII)
+
+
+def _utc_time(text: str) -> str:
+    """A time in a file: RFC 3339, UTC, whole seconds, as ``rfc3339`` writes it."""
+    try:
+        if _UTC_SECONDS.fullmatch(text) is None:
+            raise ValueError
+        parse_rfc3339(text)
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not an RFC 3339 UTC time like 2026-11-28T12:00:00Z") from None
+    return text
+
+
+def _exactly_int(value: Any) -> Any:
+    # pydantic's Literal[1] takes 1.0 and true (they compare equal to 1).
+    if type(value) is not int:
+        raise ValueError(f"must be the integer {FORMAT_VERSION}, not {value!r}")
+    return value
+
+
+# Times, format versions, counts and ratios as the files hold them, checked on reading.
+UtcTime = Annotated[str, AfterValidator(_utc_time)]
+FormatVersion = Annotated[Literal[1], BeforeValidator(_exactly_int)]
+Count = Annotated[int, Field(ge=0)]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +85,10 @@ class VersionEntry:
 
 
 class _Record(BaseModel):
-    # Plans are reviewed and hashed: a field nobody knows about is a doubt.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Plans are reviewed and hashed: a field nobody knows about is a doubt,
+    # and so is a value of another type (no coercion: true is not a count,
+    # "10" is not a number; an int is a valid float) or a NaN.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ObjectVersion(_Record):
@@ -64,40 +97,40 @@ class ObjectVersion(_Record):
     key: str
     version_id: str
     etag: str
-    size: int
-    last_modified: str
+    size: Count
+    last_modified: UtcTime
 
 
 class ReferenceSummary(_Record):
     name: str
     query: str
     keys: list[str]
-    rows: int = 0
-    skipped_null: int = 0
-    skipped_empty: int = 0
+    rows: Count = 0
+    skipped_null: Count = 0
+    skipped_empty: Count = 0
 
 
 class SafetySummary(_Record):
-    max_orphan_ratio: float
-    max_deletes: int
-    min_age: str
-    max_plan_age: str
+    max_orphan_ratio: Ratio
+    max_deletes: Count
+    min_age: Duration
+    max_plan_age: Duration
     protect: list[str]
 
 
 class Stats(_Record):
-    objects_scanned: int
-    bytes_scanned: int
-    referenced_keys: int
-    referenced_found: int
-    dangling_references: int
-    orphans: int
-    orphan_bytes: int
-    orphan_ratio: float
-    skipped_young: int
-    skipped_protected: int
-    referenced_outside_prefix: int = 0
-    versions_listed: int = 0
+    objects_scanned: Count
+    bytes_scanned: Count
+    referenced_keys: Count
+    referenced_found: Count
+    dangling_references: Count
+    orphans: Count
+    orphan_bytes: Count
+    orphan_ratio: Ratio
+    skipped_young: Count
+    skipped_protected: Count
+    referenced_outside_prefix: Count = 0
+    versions_listed: Count = 0
 
 
 class CrossCheckHit(_Record):
@@ -107,9 +140,9 @@ class CrossCheckHit(_Record):
 
 
 class Plan(_Record):
-    format_version: Literal[1]
+    format_version: FormatVersion
     bmxgc_version: str
-    created_at: str
+    created_at: UtcTime
     plan_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     bucket: str
     prefix: str
@@ -124,6 +157,17 @@ class Plan(_Record):
     cross_check_columns: list[str] | None = None
     cross_check_tables_not_scanned: list[str] | None = None
     orphans: list[ObjectVersion]
+
+    @field_validator("orphans")
+    @classmethod
+    def _each_key_once(cls, orphans: list[ObjectVersion]) -> list[ObjectVersion]:
+        # A key listed twice gets two delete markers, and undo removes one.
+        seen: set[str] = set()
+        for orphan in orphans:
+            if orphan.key in seen:
+                raise ValueError(f"key {orphan.key!r} is listed twice; a plan lists each key once")
+            seen.add(orphan.key)
+        return orphans
 
     @property
     def created(self) -> datetime:
@@ -148,7 +192,7 @@ ReceiptStatus = Literal["in_progress", "complete", "partial"]
 class PendingBatch(_Record):
     """A batch whose DeleteObjects request was sent but whose answer is not recorded."""
 
-    sent_at: str
+    sent_at: UtcTime
     keys: list[ObjectVersion]
 
 
@@ -163,10 +207,10 @@ class RestoredEntry(_Record):
 class RecoveryItem(_Record):
     key: str
     delete_marker_version_id: str
-    deleted_at: str
+    deleted_at: UtcTime
     restores_version_id: str
     restores_etag: str
-    restores_size: int
+    restores_size: Count
     # Older markers of the same key, also in the window, between the latest
     # one and the version brought back (the key was deleted more than once).
     # Left out of the file when there are none.
@@ -176,35 +220,46 @@ class RecoveryItem(_Record):
 class RecoveryPlan(_Record):
     """What ``recover`` would restore: written before anything changes."""
 
-    format_version: Literal[1]
+    format_version: FormatVersion
     kind: Literal["recovery"]
     bmxgc_version: str
-    created_at: str
+    created_at: UtcTime
     plan_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     bucket: str
     prefix: str  # "" for --whole-bucket
-    since: str
-    until: str
-    stats: dict[str, int]
+    since: UtcTime
+    until: UtcTime
+    stats: dict[str, Count]
     sample_keys: list[str]
     restores: list[RecoveryItem]
 
 
-class Receipt(_Record):
-    format_version: Literal[1]
+class ReceiptHeader(_Record):
+    """The fields a receipt starts with: enough to find a plan's receipt, or the newest."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    format_version: FormatVersion
     kind: Literal["apply", "recover"] = "apply"
-    plan_hash: str
+    plan_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    started_at: UtcTime
+
+
+class Receipt(_Record):
+    format_version: FormatVersion
+    kind: Literal["apply", "recover"] = "apply"
+    plan_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     bucket: str
     prefix: str
-    started_at: str
-    finished_at: str | None = None
+    started_at: UtcTime
+    finished_at: UtcTime | None = None
     status: ReceiptStatus
     overrides: dict[str, float | int | str | bool] = Field(default_factory=dict)
     applied_by: dict[str, str] = Field(default_factory=dict)
-    undo_until: str | None = None
+    undo_until: UtcTime | None = None
     # Versions under the prefix when the plan was made: lets undo list a few
     # keys one by one when that is cheaper than listing the prefix.
-    prefix_versions: int | None = None
+    prefix_versions: Count | None = None
     deleted: list[DeletedEntry] = Field(default_factory=list)
     errors: list[KeyFailure] = Field(default_factory=list)
     pending: list[PendingBatch] = Field(default_factory=list)

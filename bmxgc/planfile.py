@@ -2,12 +2,15 @@
 
 Reading checks ``format_version`` first (a newer tool's plan is refused, not
 misread), then the schema, then the hash, like Terraform's planfile package.
+``strict_json`` is the one JSON reader of every file bmxgc reads (plans,
+receipts, undo records, recovery plans).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from bmxgc.config import describe_validation_error
 from bmxgc.errors import InputNotFound, PlanFileError
-from bmxgc.model import FORMAT_VERSION, Plan
+from bmxgc.model import FORMAT_VERSION, Plan, RecoveryPlan
 
 HASH_PREFIX = "sha256:"
 
@@ -41,6 +44,45 @@ _FIELD_ORDER = (
     "cross_check_tables_not_scanned",
     "orphans",
 )
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _value in pairs:
+            if name in seen:
+                raise ValueError(f"duplicate key {json.dumps(name, ensure_ascii=False)} in one object")
+            seen.add(name)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads``, refusing what Python's json would let through: the same key
+    twice in one object (the last would win, not the one a reviewer reads
+    first), ``NaN`` and ``Infinity``, numbers too large to hold, and nesting too
+    deep to read. Every refusal is a ValueError with a one-line message."""
+    try:
+        return json.loads(
+            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant, parse_float=_finite
+        )
+    except RecursionError:
+        raise ValueError("arrays or objects nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON ({exc})") from None
+    # Any other ValueError (a duplicate key, NaN, an integer of thousands of
+    # digits) already says what is wrong.
 
 
 def canonical_bytes(obj: dict[str, Any]) -> bytes:
@@ -106,9 +148,9 @@ def default_file_name(plan: Plan) -> str:
 def parse_plan_text(text: str, source: str) -> Plan:
     """Check a plan's text: JSON, then ``format_version``, then schema, then hash."""
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanFileError(f"{source}: not a plan file: invalid JSON ({exc})") from None
+        raw = strict_json(text)
+    except ValueError as exc:
+        raise PlanFileError(f"{source}: not a plan file: {exc}") from None
     if not isinstance(raw, dict):
         raise PlanFileError(f"{source}: not a plan file: the JSON is not an object")
     if raw.get("kind") == "recovery":
@@ -117,7 +159,7 @@ def parse_plan_text(text: str, source: str) -> Plan:
             "read it as JSON"
         )
     version = raw.get("format_version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != FORMAT_VERSION:
         raise PlanFileError(
             f"{source}: unknown format_version {version!r} (this bmxgc reads {FORMAT_VERSION}); "
             "use the bmxgc version that wrote it, or plan again"
@@ -136,6 +178,24 @@ def parse_plan_text(text: str, source: str) -> Plan:
             f"content hashes to {expected[:19]}...); the plan was edited after it was made: plan again"
         )
     return plan
+
+
+def parse_recovery_plan(text: str, source: str) -> RecoveryPlan:
+    """Check a recovery plan's text as a plan's is checked: JSON, version, schema, hash."""
+    try:
+        raw = strict_json(text)
+        if not isinstance(raw, dict) or raw.get("kind") != "recovery":
+            raise ValueError("not a recovery plan")
+        recovery = RecoveryPlan.model_validate(raw)
+    except ValidationError as exc:
+        raise PlanFileError(
+            f"{source}: not a valid recovery plan: {describe_validation_error(exc, unknown='unknown field')}"
+        ) from None
+    except ValueError as exc:
+        raise PlanFileError(f"{source}: not a recovery plan file: {exc}") from None
+    if raw["plan_hash"] != compute_hash(raw):
+        raise PlanFileError(f"{source}: plan_hash does not match the content; the file was edited")
+    return recovery
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:

@@ -8,11 +8,15 @@ A batch's intent is stored before its DeleteObjects request is sent.
 
 from __future__ import annotations
 
+import codecs
 import getpass
 import json
+import logging
 import os
+import re
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -27,11 +31,15 @@ from bmxgc.model import (
     ObjectVersion,
     PendingBatch,
     Receipt,
+    ReceiptHeader,
     RestoredEntry,
     rfc3339,
     utc_now,
 )
+from bmxgc.planfile import strict_json
 from bmxgc.store import Store
+
+log = logging.getLogger("bmxgc")
 
 RECEIPT_SUFFIX = ".receipt.json"
 UNDO_SUFFIX = ".undo.json"
@@ -62,11 +70,11 @@ def to_json(document: Any) -> str:
 def parse_receipt(text: str, source: str) -> Receipt:
     """Read a receipt: ``format_version`` first, then the schema."""
     try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanFileError(f"{source}: not a receipt: invalid JSON ({exc})") from None
+        raw = strict_json(text)
+    except ValueError as exc:
+        raise PlanFileError(f"{source}: not a receipt: {exc}") from None
     version = raw.get("format_version") if isinstance(raw, dict) else None
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != FORMAT_VERSION:
         raise PlanFileError(
             f"{source}: unknown receipt format_version {version!r}; use the bmxgc that wrote it"
         )
@@ -85,13 +93,159 @@ def load_receipt(store: Store, name: str) -> Receipt:
     return parse_receipt(text, store.location(name))
 
 
+# Receipts can hold hundreds of thousands of keys, but start with the fields
+# that say which plan they are for: finding one reads only this much of each.
+HEAD_BYTES = 16 * 1024
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder(object_pairs_hook=dict)
+
+
+def _leading_fields(head: str) -> dict[str, Any]:
+    """The top-level fields that the first part of a JSON object holds entirely.
+
+    Each field's value is read by json itself; the scan stops at the first
+    value the head cuts off. A field named twice is refused, as ``strict_json``
+    refuses it in a whole file."""
+    fields: dict[str, Any] = {}
+    at = _WHITESPACE.match(head, 0).end()  # type: ignore[union-attr]
+    if head[at : at + 1] != "{":
+        raise ValueError("invalid JSON: not an object")
+    at += 1
+    while True:
+        at = _WHITESPACE.match(head, at).end()  # type: ignore[union-attr]
+        try:
+            name, at = _DECODER.raw_decode(head, at)
+            at = _WHITESPACE.match(head, at).end()  # type: ignore[union-attr]
+            if head[at : at + 1] != ":":
+                return fields
+            at = _WHITESPACE.match(head, at + 1).end()  # type: ignore[union-attr]
+            value, at = _DECODER.raw_decode(head, at)
+        except (json.JSONDecodeError, RecursionError):
+            return fields  # cut off by the end of the head, or malformed: the whole file decides
+        if not isinstance(name, str):
+            return fields
+        if name in fields:
+            raise ValueError(f"duplicate key {json.dumps(name, ensure_ascii=False)} in one object")
+        fields[name] = value
+        at = _WHITESPACE.match(head, at).end()  # type: ignore[union-attr]
+        if head[at : at + 1] != ",":
+            return fields
+        at += 1
+
+
+def read_header(store: Store, name: str) -> ReceiptHeader:
+    """A receipt's ``format_version``, ``kind``, ``plan_hash`` and ``started_at``,
+    from its first kilobytes when they hold them (as bmxgc writes receipts),
+    else from the whole file. Raises PlanFileError naming the file."""
+    source = store.location(name)
+    try:
+        found = store.read_head(name, HEAD_BYTES)
+        if found is None:
+            raise InputNotFound(f"{source}: receipt not found; check the path")
+        head, complete = found
+        if complete:
+            fields = strict_json(codecs.decode(head, "utf-8"))
+        else:
+            fields = _leading_fields(codecs.getincrementaldecoder("utf-8")().decode(head, final=False))
+            if not {"format_version", "plan_hash", "started_at"} <= set(fields):
+                fields = strict_json(store.read(name) or "")
+        if not isinstance(fields, dict):
+            raise ValueError("the JSON is not an object")
+        return ReceiptHeader.model_validate(fields)
+    except ValidationError as exc:
+        raise PlanFileError(
+            f"{source}: not a valid receipt: {describe_validation_error(exc, unknown='unknown field')}"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PlanFileError(f"{source}: not a receipt: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ReceiptScan:
+    """The receipts in a store, by header: the readable ones and the others, with why."""
+
+    readable: list[tuple[str, ReceiptHeader]]
+    unreadable: list[tuple[str, str]]  # name, the one-line reason
+
+
+def scan_receipts(store: Store) -> ReceiptScan:
+    """Every ``*.receipt.json`` in ``store``: one bad file is noted, never a stop."""
+    readable: list[tuple[str, ReceiptHeader]] = []
+    unreadable: list[tuple[str, str]] = []
+    for name in store.names():
+        if not name.endswith(RECEIPT_SUFFIX):
+            continue
+        try:
+            readable.append((name, read_header(store, name)))
+        except (PlanFileError, InputNotFound) as exc:
+            unreadable.append((name, str(exc)))
+    return ReceiptScan(readable, unreadable)
+
+
+def find_receipt(store: Store, plan_hash: str) -> tuple[str | None, ReceiptScan]:
+    """The name of a receipt in ``store`` for ``plan_hash`` (whatever the plan
+    file was called), or None; and the scan, which lists the unreadable ones."""
+    scan = scan_receipts(store)
+    name = next((n for n, header in scan.readable if header.plan_hash == plan_hash), None)
+    return name, scan
+
+
+def check_not_applied(store: Store, plan_hash: str, receipt_name: str) -> None:
+    """Gate 1's last check: a plan is applied once, keyed by its ``plan_hash``.
+
+    A receipt with the same hash under any name refuses the plan (a copy of an
+    applied plan, also after its undo). A receipt that cannot be read might be
+    this plan's: apply refuses rather than guess, naming it, until it is
+    repaired or moved out of plans_dir. ``Journal.create`` checks the receipt's
+    own name again, atomically."""
+    found, scan = find_receipt(store, plan_hash)
+    if found is not None:
+        raise already_applied(store.location(found))
+    if scan.unreadable:
+        name, reason = scan.unreadable[0]
+        more = len(scan.unreadable) - 1
+        raise GateRefused(
+            "integrity",
+            f"cannot tell whether this plan was applied before: {store.location(name)} is unreadable "
+            f"({reason.removeprefix(store.location(name) + ': ')})"
+            + (f", and {more} more receipt(s)" if more else "")
+            + "; repair it or move it out of plans_dir, then apply again",
+        )
+    if store.exists(receipt_name):
+        raise GateRefused(
+            "integrity",
+            f"{store.location(receipt_name)} is the receipt of another plan; plans and receipts are never "
+            "overwritten: give this plan file another name",
+        )
+
+
 def newest_receipt(store: Store) -> str:
-    """The name of the apply receipt in ``store`` that was started last."""
-    receipts = [(load_receipt(store, n), n) for n in store.names() if n.endswith(RECEIPT_SUFFIX)]
-    applies = [(r.started_at, n) for r, n in receipts if r.kind == "apply"]
-    if not applies:
-        raise InputNotFound(f"{store.location('')}: no apply receipt found; name one: bmxgc undo PATH")
-    return max(applies)[1]
+    """The name of the readable apply receipt in ``store`` that was started last.
+
+    An unreadable receipt is skipped with a warning naming it (logger ``bmxgc``):
+    one bad file does not stop undo from finding the others."""
+    scan = scan_receipts(store)
+    skipped = list(scan.unreadable)
+    applies = sorted(
+        ((h.started_at, n) for n, h in scan.readable if h.kind == "apply"), reverse=True
+    )
+    chosen: str | None = None
+    for _started, name in applies:
+        try:
+            load_receipt(store, name)
+        except PlanFileError as exc:
+            skipped.append((name, str(exc)))
+            continue
+        chosen = name
+        break
+    for name, reason in sorted(skipped):
+        log.warning(
+            "skipped %s: unreadable (%s)", store.location(name), reason.removeprefix(store.location(name) + ": ")
+        )
+    if chosen is None:
+        readable = " readable" if skipped else ""
+        raise InputNotFound(f"{store.location('')}: no{readable} apply receipt found; name one: bmxgc undo PATH")
+    return chosen
 
 
 def already_applied(receipt_location: str) -> GateRefused:

@@ -258,7 +258,8 @@ def history_text(entries: list[HistoryEntry]) -> str:
         (
             e.when,
             e.state,
-            f"{e.orphans:,}",
+            f"{e.orphans:,}" if e.orphans is not None else "-",
+            "?" if e.problem and e.problem[0] == e.name else
             f"s3://{e.bucket}/{e.prefix}" if e.prefix else f"s3://{e.bucket} (whole bucket)",
             e.applied_by or "-",
             e.name,
@@ -266,6 +267,11 @@ def history_text(entries: list[HistoryEntry]) -> str:
         for e in entries
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
+    table = "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows
     )
+    # Why each unreadable file is unreadable, once per file, below the table.
+    problems = dict(e.problem for e in entries if e.problem)
+    if not problems:
+        return table
+    return table + "\n\n" + "\n".join(f"{name}: {reason}" for name, reason in sorted(problems.items()))

@@ -218,6 +218,24 @@ def get_object_text(client: S3Client, bucket: str, key: str) -> tuple[str, str] 
     return answer["Body"].read().decode("utf-8"), str(answer.get("ETag", "")).strip('"')
 
 
+def get_object_head(client: S3Client, bucket: str, key: str, size: int) -> tuple[bytes, bool] | None:
+    """The first ``size`` bytes of ``key`` (one ranged GET) and whether that is
+    all of it, or None if there is no such object."""
+    try:
+        answer = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{size - 1}")
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        if exc.response.get("Error", {}).get("Code") == "InvalidRange":  # an empty object
+            return b"", True
+        raise describe_error(exc, f"reading s3://{bucket}/{key}") from None
+    except BotoCoreError as exc:
+        raise describe_error(exc, f"reading s3://{bucket}/{key}") from None
+    data = answer["Body"].read()
+    total = str(answer.get("ContentRange", "")).rpartition("/")[2]
+    return data, not total.isdigit() or int(total) <= len(data)
+
+
 def delete_if_match(client: S3Client, bucket: str, key: str, etag: str) -> bool:
     """Delete ``key`` if its current ETag is ``etag``; False if it changed or is gone."""
     try:

@@ -35,6 +35,15 @@ class Store(ABC):
     def names(self) -> list[str]:
         """Every document's name, sorted."""
 
+    def read_head(self, name: str, size: int) -> tuple[bytes, bool] | None:
+        """The first ``size`` bytes of a document and whether that is all of it,
+        or None if there is none: enough to read a receipt's first fields."""
+        text = self.read(name)
+        if text is None:
+            return None
+        data = text.encode("utf-8")
+        return data[:size], len(data) <= size
+
     @abstractmethod
     def location(self, name: str) -> str:
         """Where ``name`` is, as the operator would type it."""
@@ -68,6 +77,8 @@ class LocalStore(Store):
                 os.link(tmp, path)
             except FileExistsError:
                 raise _exists_error(str(path)) from None
+            except OSError as exc:
+                raise self._write_error(exc) from None
         finally:
             os.unlink(tmp)
         self._sync_folder()
@@ -78,8 +89,10 @@ class LocalStore(Store):
         tmp = self._durable_temp(text)
         try:
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise self._write_error(exc) from None
             raise
         self._sync_folder()
         return str(path)
@@ -93,22 +106,44 @@ class LocalStore(Store):
         except (OSError, UnicodeDecodeError) as exc:
             raise PlanFileError(f"{path}: cannot read it: {exc}") from None
 
+    def read_head(self, name: str, size: int) -> tuple[bytes, bool] | None:
+        path = self.folder / name
+        try:
+            with path.open("rb") as handle:
+                data = handle.read(size + 1)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise PlanFileError(f"{path}: cannot read it: {exc}") from None
+        return data[:size], len(data) <= size
+
     def names(self) -> list[str]:
         if not self.folder.is_dir():
             return []
         return sorted(p.name for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
     def _durable_temp(self, text: str) -> str:
+        """A fsynced temporary file holding ``text``. A write that fails (disk
+        full, quota, file size limit) leaves nothing behind and says why."""
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".bmxgc-", suffix=".tmp")
         except OSError as exc:
-            raise ConfigError(f"plans_dir: cannot write to {self.folder}: {exc.strerror}") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+            raise self._write_error(exc) from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException as exc:
+            os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise self._write_error(exc) from None
+            raise
         return tmp
+
+    def _write_error(self, exc: OSError) -> ConfigError:
+        return ConfigError(f"plans_dir: cannot write to {self.folder}: {exc.strerror or exc}")
 
     def _sync_folder(self) -> None:
         dir_fd = os.open(self.folder, os.O_RDONLY)
@@ -139,6 +174,9 @@ class S3Store(Store):
     def read(self, name: str) -> str | None:
         found = s3.get_object_text(self.client, self.bucket, self.prefix + name)
         return found[0] if found else None
+
+    def read_head(self, name: str, size: int) -> tuple[bytes, bool] | None:
+        return s3.get_object_head(self.client, self.bucket, self.prefix + name, size)
 
     def names(self) -> list[str]:
         return sorted(

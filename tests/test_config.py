@@ -98,6 +98,21 @@ BAD_CONFIGS: list[tuple[str, Callable[[], dict[str, Any]], tuple[str, ...]]] = [
     ),
     ("prefix_covering_lock_folder", lambda: _doc(prefix=".bmxgc/"), ("s3.prefix", "lock folder")),
     ("protect_not_a_list", lambda: _doc(safety={"protect": "books/keep/*"}), ("safety.protect",)),
+    # Strict types (issue 10): no coercion, and every float finite.
+    ("ratio_true", lambda: _doc(safety={"max_orphan_ratio": True}), ("safety.max_orphan_ratio", "number", "true")),
+    ("ratio_string", lambda: _doc(safety={"max_orphan_ratio": "0.5"}), ("safety.max_orphan_ratio", "number")),
+    ("ratio_nan", lambda: _doc(safety={"max_orphan_ratio": float("nan")}), ("safety.max_orphan_ratio", "finite")),
+    ("ratio_inf", lambda: _doc(safety={"max_orphan_ratio": float("inf")}), ("safety.max_orphan_ratio",)),
+    ("max_deletes_true", lambda: _doc(safety={"max_deletes": True}), ("safety.max_deletes", "integer", "true")),
+    ("max_deletes_string", lambda: _doc(safety={"max_deletes": "10"}), ("safety.max_deletes", "integer", '"10"')),
+    ("max_deletes_float", lambda: _doc(safety={"max_deletes": 10.0}), ("safety.max_deletes", "integer")),
+    ("plans_dir_not_a_string", lambda: {**_doc(), "plans_dir": 5}, ("plans_dir",)),
+    ("prefix_not_a_string", lambda: _doc(prefix=["books/"]), ("s3.prefix",)),
+    # Durations the parser cannot hold are named errors, not crashes.
+    ("min_age_overflow", lambda: _doc(safety={"min_age": "99999999999999d"}), ("safety.min_age", "too long")),
+    ("max_plan_age_overflow", lambda: _doc(safety={"max_plan_age": "999999999999h"}), ("safety.max_plan_age",)),
+    ("duration_non_ascii_digits", lambda: _doc(safety={"min_age": "\u0661\u0662h"}), ("safety.min_age", "duration")),
+    ("duration_trailing_newline", lambda: _doc(safety={"min_age": "24h\n"}), ("safety.min_age", "duration")),
 ]
 
 
@@ -223,3 +238,15 @@ def test_config_toml_writer_round_trips_unusual_strings(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text(to_toml(_doc(references=_ref(keys=[tricky + "{value}"]))), encoding="utf-8")
     assert load_config(path).references[0].keys == [tricky + "{value}"]
+
+
+def test_config_nested_too_deeply_is_one_line_error(cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    path = tmp_path / "bmxgc.toml"
+    path.write_text(to_toml(_doc()) + "deep = " + "[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+    assert_one_line_error(cli("-c", path, "plan"), 1, str(path), "nested too deeply")
+
+
+@pytest.mark.parametrize("days", ["36500d", "0s"])
+def test_config_long_durations_up_to_a_century_are_accepted(tmp_path: Path, days: str) -> None:
+    config = load_config(write_toml(tmp_path / "c.toml", _doc(safety={"min_age": days, "max_plan_age": days})))
+    assert config.safety.min_age_delta == config.safety.max_plan_age_delta

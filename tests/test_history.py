@@ -197,3 +197,78 @@ def test_trend_ignores_plans_of_another_prefix_or_bucket(crowd: Scene, make_buck
     orphans_now(crowd, 320)  # from the newest books/ plan (290): still no jump
     _, doc = plan_cli(cli, crowd.config_path)
     assert trend(doc) == []
+
+
+# --------------------------------------------------------------------------- one bad file does not block the rest
+
+
+def test_history_lists_unreadable_files_with_the_reason_and_the_rest_normally(scene: Scene, cli: Cli) -> None:
+    from bmxgc.commands.apply import apply
+    from bmxgc.commands.plan import plan
+    from bmxgc.config import load_config
+
+    scene.reference(f"{n}/image_00.webp" for n in range(1, 4))
+    scene.books(range(1, 4))
+    scene.books([101])
+    config = load_config(scene.config_path)
+    start = datetime.now(timezone.utc)
+    applied = Path(plan(config, now=start + timedelta(seconds=60)).path or "")
+    apply(config, applied, auto_approve=True)
+    broken_receipt = Path(plan(config, now=start + timedelta(seconds=120)).path or "")
+    planned = Path(plan(config, now=start + timedelta(seconds=180)).path or "")
+    plans = planned.parent
+    # The receipt of the second plan is damaged, and a plan file is not JSON at all.
+    (plans / f"{broken_receipt.stem}.receipt.json").write_text('{"format_version": 1,', encoding="utf-8")
+    (plans / "20200101T000000Z-garbage.json").write_text("not json\n", encoding="utf-8")
+
+    result = cli("-c", scene.config_path, "history")
+    assert result.code == 0, result.output
+    table, _, notes = result.out.partition("\n\n")
+    rows = {line.split()[-1]: line for line in table.splitlines()[1:]}
+    assert " applied " in rows[applied.name] and me() in rows[applied.name]
+    assert " planned " in rows[planned.name]
+    assert "receipt unreadable" in rows[broken_receipt.name]
+    assert " unreadable " in rows[f"{broken_receipt.stem}.receipt.json"]
+    assert " unreadable " in rows["20200101T000000Z-garbage.json"]
+    # Each unreadable file again below the table, with the reason.
+    reasons = {line.split(":", 1)[0].strip(): line for line in notes.splitlines() if line.strip()}
+    assert "invalid JSON" in reasons[f"{broken_receipt.stem}.receipt.json"]
+    assert "invalid JSON" in reasons["20200101T000000Z-garbage.json"]
+
+
+def test_history_shows_an_undo_record_with_duplicate_keys_as_unreadable(scene: Scene, cli: Cli) -> None:
+    from bmxgc.commands.apply import apply
+    from bmxgc.commands.plan import plan
+    from bmxgc.commands.undo import undo
+    from bmxgc.config import load_config
+
+    scene.reference(["1/image_00.webp"])
+    scene.books([1, 2])
+    config = load_config(scene.config_path)
+    made = Path(plan(config).path or "")
+    apply(config, made, auto_approve=True)
+    undo(config, auto_approve=True)
+    record = made.parent / f"{made.stem}.undo.json"
+    text = record.read_text(encoding="utf-8")
+    record.write_text(text.replace('"runs":', '"runs": [],\n "runs":', 1), encoding="utf-8")
+    result = cli("-c", scene.config_path, "history")
+    assert result.code == 0, result.output
+    assert "undo record unreadable" in result.out
+    assert f"{made.stem}.undo.json: " in result.out and "duplicate" in result.out
+
+
+def test_history_shows_a_recovery_plan_with_duplicate_keys_as_unreadable(scene: Scene, cli: Cli) -> None:
+    keys = scene.books([1, 2])
+    scene.bucket.delete(keys[0])
+    since = (datetime.now(timezone.utc) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    looked = cli("-c", scene.config_path, "recover", "--since", since)
+    assert looked.code == 0, looked.output
+    [recovery] = [p for p in (scene.folder / "plans").iterdir() if "-recover-" in p.name]
+    text = recovery.read_text(encoding="utf-8")
+    recovery.chmod(0o644)
+    recovery.write_text(text.replace('"bucket":', '"bucket": "elsewhere",\n "bucket":', 1), encoding="utf-8")
+    result = cli("-c", scene.config_path, "history")
+    assert result.code == 0, result.output
+    [row] = [line for line in result.out.splitlines() if line.endswith(recovery.name)]
+    assert row.split()[1] == "unreadable"
+    assert f'{recovery.name}: not a plan file: duplicate key "bucket"' in result.out

@@ -27,7 +27,7 @@ from bmxgc.model import (
     utc_now,
 )
 from bmxgc.planfile import parse_plan_text
-from bmxgc.receipt import Journal, already_applied, receipt_name_for
+from bmxgc.receipt import Journal, check_not_applied, receipt_name_for
 from bmxgc.references import read_references, redact_url
 from bmxgc.store import plans_store, read_document
 
@@ -72,8 +72,7 @@ def apply(
     gates.check_volume(plan, limits)  # gate 5
     store = plans_store(config, client)
     receipt_name = receipt_name_for(location)
-    if store.exists(receipt_name):  # checked again, atomically, when the receipt is created
-        raise already_applied(store.location(receipt_name))
+    check_not_applied(store, plan.plan_hash, receipt_name)  # gate 1: no receipt has this plan_hash
     sources = _sources(plan, config)
     with lock.held(client, plan.bucket, plan.prefix, command="apply", plan_hash=plan.plan_hash):  # gate 6
         gates.check_versioning(s3.versioning_status(client, plan.bucket), plan.bucket)  # gate 7

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from bmxgc.config import Config
 from bmxgc.errors import GateRefused, PartialFailure, PlanFileError, ServiceError
 from bmxgc.live import live_histories
 from bmxgc.model import Receipt, rfc3339, utc_now
+from bmxgc.planfile import strict_json
 from bmxgc.receipt import load_receipt, newest_receipt, to_json, undo_record_name, who
 from bmxgc.restore import Restore, RestorePlan, Skip, plan_undo
 from bmxgc.store import Store, open_location, plans_store
@@ -102,7 +102,7 @@ def _earlier_runs(store: Store, record_name: str) -> list[Any]:
     if existing is None:
         return []
     try:
-        runs = json.loads(existing).get("runs", [])
+        runs = strict_json(existing).get("runs", [])
         if not isinstance(runs, list):
             raise ValueError
         return runs
