@@ -13,7 +13,8 @@ from bmxgc.drift import KeyHistory
 from bmxgc.durations import format_duration, parse_duration
 from bmxgc.errors import ConfigError, GateRefused, Offence
 from bmxgc.model import ObjectVersion, Plan, VersionEntry
-from bmxgc.planner import matches_protect, ratio_override
+from bmxgc.planner import find_near_misses, matches_protect, ratio_override
+from bmxgc.references import References
 
 
 @dataclass(frozen=True)
@@ -279,14 +280,18 @@ class LiveTally:
     def __init__(self, referenced: set[str]) -> None:
         self.referenced = referenced
         self.objects = 0
-        self.found = 0
+        self.found_keys: set[str] = set()
+
+    @property
+    def found(self) -> int:
+        return len(self.found_keys)
 
     def observe(self, rows: Iterable[VersionEntry]) -> Iterator[VersionEntry]:
         for row in rows:
             if row.is_latest and not row.is_delete_marker:
                 self.objects += 1
                 if row.key in self.referenced:
-                    self.found += 1
+                    self.found_keys.add(row.key)
             yield row
 
     def figures(self, orphans: Sequence[ObjectVersion], live: Mapping[str, KeyHistory]) -> LiveFigures:
@@ -298,6 +303,21 @@ class LiveTally:
                 existing += 1
         return LiveFigures(
             objects=self.objects, referenced_keys=len(self.referenced), referenced_found=self.found, orphans=existing
+        )
+
+
+def check_live_near_misses(plan: Plan, config: Config, references: References, found_keys: set[str]) -> None:
+    """Gate 4 (live part): near misses found again from the references read now,
+    so a plan whose ``near_misses`` were edited out is refused all the same."""
+    if ignores_near_misses(plan, config):
+        return
+    misses = find_near_misses(references, config.references, found_keys, plan.orphans, plan.bucket, plan.prefix)
+    if misses:
+        raise GateRefused(
+            "scope",
+            f"{len(misses):,} planned key(s) are near misses of references read now; fix the query or "
+            "references.keys, or set safety.ignore_near_misses = true, then plan again",
+            [Offence(m.key, f"near miss ({m.shape}): source '{m.source}' references {m.reference!r}") for m in misses],
         )
 
 

@@ -160,7 +160,7 @@ def build_plan(
         referenced_outside_prefix=len(referenced) - under_prefix,
         versions_listed=versions,
     )
-    near_misses = find_near_misses(references, sources, found_keys, orphans, context)
+    near_misses = find_near_misses(references, sources, found_keys, orphans, context.bucket, context.prefix)
     extra = near_miss_warnings(near_misses) + [
         protect_literal_warning(key) for key in sorted(misread_existing)
     ]
@@ -274,7 +274,8 @@ def _match_near_miss(
     templates: Sequence[str],
     orphan_keys: set[str],
     orphans_by_lower: dict[str, str],
-    context: ScanContext,
+    bucket: str,
+    prefix: str,
 ) -> tuple[str, str] | None:
     """The orphan ``reference`` would name after normalising, and the shape."""
     for template in templates:
@@ -282,17 +283,17 @@ def _match_near_miss(
         if not (reference.startswith(head) and reference.endswith(tail)) or len(reference) < len(head) + len(tail):
             continue
         value = reference[len(head) : len(reference) - len(tail)]
-        for cleaned, shapes in _normalised_values(value, context.bucket):
+        for cleaned, shapes in _normalised_values(value, bucket):
             # A URL usually holds the whole key; anything else is a value for the template.
             keys = [cleaned, head + cleaned + tail] if "url" in shapes else [head + cleaned + tail]
             for candidate in keys:
-                key, found_shapes = _collapse_prefix(candidate, context.prefix, shapes)
+                key, found_shapes = _collapse_prefix(candidate, prefix, shapes)
                 if not found_shapes:
                     continue  # the reference itself: it does not exist
                 if key in orphan_keys:
                     return key, "+".join(found_shapes)
             for candidate in keys:
-                key, found_shapes = _collapse_prefix(candidate, context.prefix, shapes)
+                key, found_shapes = _collapse_prefix(candidate, prefix, shapes)
                 other = orphans_by_lower.get(key.lower())
                 if other is not None and other != reference:
                     return other, "+".join([*found_shapes, "case"])
@@ -304,7 +305,8 @@ def find_near_misses(
     sources: Sequence[ReferenceSource],
     found_keys: set[str],
     orphans: Sequence[ObjectVersion],
-    context: ScanContext,
+    bucket: str,
+    prefix: str,
 ) -> list[NearMiss]:
     """Referenced keys that exist nowhere under the prefix (dangling, or outside
     it) but would match an orphan once normalised: a mapping that is nearly right."""
@@ -317,7 +319,7 @@ def find_near_misses(
     misses: list[NearMiss] = []
     for source, result in zip(sources, references.sources, strict=True):
         for reference in sorted(result.keys - found_keys):
-            match = _match_near_miss(reference, source.keys, orphan_keys, orphans_by_lower, context)
+            match = _match_near_miss(reference, source.keys, orphan_keys, orphans_by_lower, bucket, prefix)
             if match is not None:
                 misses.append(NearMiss(key=match[0], reference=reference, shape=match[1], source=source.name))
     return misses

@@ -159,3 +159,21 @@ def test_mapping_that_handles_them_gives_a_clean_plan(padded: World, cli: Any) -
     doc = read_plan(made.saved_path())
     assert "near_misses" not in doc
     assert sorted(o["key"] for o in doc["orphans"]) == padded.orphan_keys[2:]
+
+
+def test_near_misses_edited_out_of_the_plan_are_found_again_at_apply(padded: World, cli: Any) -> None:
+    import json
+
+    made = cli("-c", padded.config_path, "plan")
+    assert made.code == 0, made.output
+    doc = read_plan(made.saved_path())
+    del doc["near_misses"]
+    doc["warnings"] = [w for w in doc["warnings"] if not w.startswith("near miss")]
+    doc["plan_hash"] = spec_hash(doc)
+    forged = made.saved_path().with_name("forged.json")
+    forged.write_text(json.dumps(doc), encoding="utf-8")
+    before = padded.snapshot()
+    result = cli("-c", padded.config_path, "apply", forged, "--auto-approve")
+    assert result.code == 3 and "refused by gate 'scope'" in result.err, result.output
+    assert f"{padded.orphan_keys[1]}: near miss (url)" in result.err
+    assert padded.snapshot() == before

@@ -79,8 +79,8 @@ def apply(
     min_age = gates.min_age_in_force(plan, config)
     with lock.held(client, plan.bucket, plan.prefix, command="apply", plan_hash=plan.plan_hash):  # gate 6
         gates.check_versioning(s3.versioning_status(client, plan.bucket), plan.bucket)  # gate 7
-        # Gates 4 (age) and 5 again, from live state, then gate 8.
-        _check_drift(client, plan, database_url, sources, limits=limits, min_age=min_age, now=now)
+        # Gates 4 (age, near misses) and 5 again, from live state, then gate 8.
+        _check_drift(client, plan, database_url, sources, config=config, limits=limits, min_age=min_age, now=now)
         if not auto_approve:  # gate 9
             if confirm is None:
                 raise GateRefused(
@@ -90,7 +90,7 @@ def apply(
             if not confirm(_consent_summary(plan)):
                 raise GateRefused("consent", "apply cancelled: only 'yes' approves")
             # Time passed at the prompt: look again just before deleting.
-            _check_drift(client, plan, database_url, sources, limits=limits, min_age=min_age, now=now)
+            _check_drift(client, plan, database_url, sources, config=config, limits=limits, min_age=min_age, now=now)
         undo_days = s3.noncurrent_expiry_days(client, plan.bucket, plan.prefix)
         undo_until = rfc3339(utc_now() + timedelta(days=undo_days)) if undo_days is not None else None
         journal = Journal.create(
@@ -138,18 +138,20 @@ def _check_drift(
     database_url: str,
     sources: Sequence[ReferenceSource],
     *,
+    config: Config,
     limits: gates.Limits,
     min_age: timedelta,
     now: datetime | None,
 ) -> None:
     """Read the references and list the whole prefix now (the per-key shortcut
     could not count the prefix's objects), then decide from what is live:
-    age (gate 4), volume (gate 5), drift (gate 8)."""
+    age and near misses (gate 4), volume (gate 5), drift (gate 8)."""
     planned = {o.key for o in plan.orphans}
     references = read_references(database_url, sources)
     tally = gates.LiveTally(references.keys)
     live = group_by_key(tally.observe(s3.list_versions(client, plan.bucket, plan.prefix)), planned)
     gates.check_live_age(plan.orphans, live, min_age, now or utc_now())
+    gates.check_live_near_misses(plan, config, references, tally.found_keys)
     gates.check_live_volume(tally.figures(plan.orphans, live), limits, plan.prefix)
     referenced_now = {
         key: result.name for result in references.sources for key in result.keys if key in planned
