@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -36,19 +37,27 @@ class _Strict(BaseModel):
 
 class S3Settings(_Strict):
     bucket: str = Field(min_length=1)
+    # Before ``prefix``: its validator reads this (pydantic validates in field order).
+    prefix_is_folder: bool = True
     prefix: str
     endpoint_url: str | None = None
     region: str | None = None
 
     @field_validator("prefix")
     @classmethod
-    def _prefix_not_empty(cls, prefix: str) -> str:
+    def _prefix_not_empty(cls, prefix: str, info: ValidationInfo) -> str:
         if not prefix.strip("/"):
             raise ValueError(
                 "must name one prefix, e.g. \"books/\"; an empty prefix would scan the whole bucket"
             )
         if prefix.startswith(LOCK_FOLDER) or LOCK_FOLDER.startswith(prefix):
             raise ValueError(f"covers bmxgc's own lock folder {LOCK_FOLDER}; choose another prefix")
+        if not prefix.endswith("/") and info.data.get("prefix_is_folder", True):
+            raise ValueError(
+                f"{prefix!r} does not end with '/', so it would also cover {prefix}-old/... and every "
+                f"other key that starts with {prefix!r}; write \"{prefix}/\", or set s3.prefix_is_folder = false "
+                "if it is meant to cover every key that starts with it"
+            )
         return prefix
 
 
@@ -89,6 +98,9 @@ class SafetySettings(_Strict):
     min_age: Duration = "24h"
     max_plan_age: Duration = "24h"
     protect: list[str] = Field(default_factory=list)
+    # Near-miss references (a key that would match an orphan once trimmed,
+    # lower-cased, ...) make apply refuse unless this is true.
+    ignore_near_misses: bool = False
 
     @property
     def min_age_delta(self) -> timedelta:

@@ -3,14 +3,18 @@ against today's config and clock. Each raises GateRefused naming its gate."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bmxgc.config import Config
+from bmxgc.drift import KeyHistory
 from bmxgc.durations import format_duration, parse_duration
 from bmxgc.errors import ConfigError, GateRefused, Offence
-from bmxgc.model import Plan
-from bmxgc.planner import matches_protect, ratio_override
+from bmxgc.model import ObjectVersion, Plan, VersionEntry
+from bmxgc.planner import find_near_misses, matches_protect, ratio_override
+from bmxgc.references import References
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,31 @@ def check_environment(plan: Plan, config: Config, database: str) -> None:
         )
 
 
+def check_sources(plan: Plan, config: Config) -> None:
+    """Gate 2, continued: the plan's reference sources (name, query, keys) are
+    the config's. Apply runs only the config's queries, never SQL from a plan."""
+    planned = {r.name: (r.query, list(r.keys)) for r in plan.references}
+    current = {r.name: (r.query, list(r.keys)) for r in config.references}
+    offences: list[Offence] = []
+    for name in sorted(planned.keys() | current.keys()):
+        then, now = planned.get(name), current.get(name)
+        if then is None:
+            offences.append(Offence(f"references '{name}'", "in the config, not in the plan"))
+        elif now is None:
+            offences.append(Offence(f"references '{name}'", "in the plan, not in the config"))
+        elif then[0] != now[0]:
+            offences.append(Offence(f"references '{name}'", f"query: plan has {then[0]!r}, config has {now[0]!r}"))
+        elif then[1] != now[1]:
+            offences.append(Offence(f"references '{name}'", f"keys: plan has {then[1]!r}, config has {now[1]!r}"))
+    if offences:
+        raise GateRefused(
+            "environment",
+            f"the plan's reference sources differ from the config's ({len(offences)} source(s)); "
+            "apply runs only the config's queries: plan again with this config",
+            offences,
+        )
+
+
 def check_freshness(plan: Plan, config: Config, now: datetime) -> None:
     """Gate 3: not older than max_plan_age (the stricter of the plan's and today's)."""
     limit = min(parse_duration(plan.safety.max_plan_age), config.safety.max_plan_age_delta)
@@ -60,9 +89,16 @@ def check_freshness(plan: Plan, config: Config, now: datetime) -> None:
         )
 
 
+def ignores_near_misses(plan: Plan, config: Config) -> bool:
+    """Only when both the plan and today's config say so (the stricter)."""
+    return plan.safety.ignore_near_misses and config.safety.ignore_near_misses
+
+
 def check_scope(plan: Plan, config: Config) -> None:
-    """Gate 4: every orphan under the prefix, none protected (then or now),
-    and no cross-check hit."""
+    """Gate 4 (offline part): every orphan under the prefix, none protected
+    (then or now), no cross-check hit and no near-miss reference unless both
+    the plan and the config ignore them. The age part needs live state:
+    ``check_live_age``."""
     patterns = list(dict.fromkeys(plan.safety.protect + config.safety.protect))
     offences: list[Offence] = []
     for orphan in plan.orphans:
@@ -74,11 +110,57 @@ def check_scope(plan: Plan, config: Config) -> None:
         offences.append(
             Offence(hit.key, f"found in {hit.table}.{hit.column}, a column no source declares")
         )
+    near = [] if ignores_near_misses(plan, config) else (plan.near_misses or [])
+    for miss in near:
+        offences.append(
+            Offence(miss.key, f"near miss ({miss.shape}): source '{miss.source}' references {miss.reference!r}")
+        )
     if offences:
+        hint = (
+            "; for near misses fix the query or references.keys, or set safety.ignore_near_misses = true"
+            if near
+            else ""
+        )
         raise GateRefused(
             "scope",
             f"{len(offences):,} planned key(s) must not be deleted; protect or declare them, "
-            "then plan again",
+            f"then plan again{hint}",
+            offences,
+        )
+
+
+def min_age_in_force(plan: Plan, config: Config) -> timedelta:
+    """The stricter (longer) of the plan's and today's ``min_age``."""
+    try:
+        planned = parse_duration(plan.safety.min_age)
+    except ValueError as exc:
+        raise GateRefused("scope", f"the plan's safety.min_age: {exc}; plan again") from None
+    return max(planned, config.safety.min_age_delta)
+
+
+def check_live_age(
+    orphans: Sequence[ObjectVersion], live: Mapping[str, KeyHistory], min_age: timedelta, now: datetime
+) -> None:
+    """Gate 4 (live part): every planned object is at least ``min_age`` old by
+    its live LastModified (a key without a live version is drift's business)."""
+    cutoff = now - min_age
+    offences = []
+    for orphan in orphans:
+        history = live.get(orphan.key)
+        latest = history.latest if history else None
+        if latest is not None and not latest.is_delete_marker and latest.last_modified > cutoff:
+            offences.append(
+                Offence(
+                    orphan.key,
+                    f"younger than min_age {format_duration(min_age)} (last modified "
+                    f"{format_duration(now - latest.last_modified)} ago)",
+                )
+            )
+    if offences:
+        raise GateRefused(
+            "scope",
+            f"{len(offences):,} planned object(s) are younger than min_age {format_duration(min_age)} "
+            "(the stricter of the plan's and today's); wait, or plan again later",
             offences,
         )
 
@@ -96,6 +178,53 @@ def volume_limits(plan: Plan, config: Config, max_orphan_ratio: float | None) ->
         overrides = {}
     deletes = min(plan.safety.max_deletes, config.safety.max_deletes)
     return Limits(max_orphan_ratio=ratio, max_deletes=deletes, overrides=overrides)
+
+
+def check_plan_figures(plan: Plan) -> None:
+    """Gate 5 (offline): the plan's own figures are finite, not negative, and
+    agree with its content. Anyone can rehash an edited plan; edited stats
+    that disagree with the orphan list are refused here, and the live figures
+    (``check_live_volume``) decide the rest."""
+    problems: list[Offence] = []
+    for section, values in (("stats", plan.stats.model_dump()), ("safety", plan.safety.model_dump())):
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if not math.isfinite(value):
+                problems.append(Offence(f"{section}.{name}", f"{value} is not a finite number"))
+            elif value < 0:
+                problems.append(Offence(f"{section}.{name}", f"{value} is negative"))
+    stats, orphans = plan.stats, plan.orphans
+    if not problems:
+        size = sum(o.size for o in orphans)
+        ratio = stats.orphans / stats.objects_scanned if stats.objects_scanned else 0.0
+        for name, claimed, actual in (
+            ("stats.orphans", stats.orphans, f"{len(orphans):,} orphans"),
+            ("stats.orphan_bytes", stats.orphan_bytes, f"orphans of {size:,} bytes"),
+        ):
+            if claimed != (len(orphans) if name == "stats.orphans" else size):
+                problems.append(Offence(name, f"says {claimed:,}, but the plan lists {actual}"))
+        if not math.isclose(stats.orphan_ratio, ratio, rel_tol=1e-9, abs_tol=1e-12):
+            problems.append(
+                Offence(
+                    "stats.orphan_ratio",
+                    f"says {stats.orphan_ratio:g}, but orphans / objects_scanned is "
+                    f"{stats.orphans:,} / {stats.objects_scanned:,}",
+                )
+            )
+        if stats.orphans > stats.objects_scanned:
+            problems.append(Offence("stats.orphans", f"{stats.orphans:,} exceed objects_scanned {stats.objects_scanned:,}"))
+        if stats.referenced_found > min(stats.referenced_keys, stats.objects_scanned):
+            problems.append(
+                Offence("stats.referenced_found", f"{stats.referenced_found:,} exceed referenced_keys or objects_scanned")
+            )
+    if problems:
+        raise GateRefused(
+            "volume",
+            "the plan's figures disagree with its own content (the file was edited and rehashed, "
+            "or is corrupt); plan again",
+            problems,
+        )
 
 
 def check_volume(plan: Plan, limits: Limits) -> None:
@@ -128,6 +257,96 @@ def check_volume(plan: Plan, limits: Limits) -> None:
             "volume",
             f"{stats.orphans:,} orphans exceed max_deletes {limits.max_deletes:,}; raise "
             "safety.max_deletes and plan again if this is intended",
+        )
+
+
+@dataclass(frozen=True)
+class LiveFigures:
+    """The volume figures from live S3 and the references read now."""
+
+    objects: int  # current objects under the prefix
+    referenced_keys: int  # distinct keys the sources keep alive now
+    referenced_found: int  # of those, current objects under the prefix
+    orphans: int  # planned orphans whose planned version is still current
+
+    @property
+    def ratio(self) -> float:
+        return self.orphans / self.objects if self.objects else 0.0
+
+
+class LiveTally:
+    """Counts a live listing as it streams by (``observe`` passes rows on)."""
+
+    def __init__(self, referenced: set[str]) -> None:
+        self.referenced = referenced
+        self.objects = 0
+        self.found_keys: set[str] = set()
+
+    @property
+    def found(self) -> int:
+        return len(self.found_keys)
+
+    def observe(self, rows: Iterable[VersionEntry]) -> Iterator[VersionEntry]:
+        for row in rows:
+            if row.is_latest and not row.is_delete_marker:
+                self.objects += 1
+                if row.key in self.referenced:
+                    self.found_keys.add(row.key)
+            yield row
+
+    def figures(self, orphans: Sequence[ObjectVersion], live: Mapping[str, KeyHistory]) -> LiveFigures:
+        existing = 0
+        for orphan in orphans:
+            history = live.get(orphan.key)
+            latest = history.latest if history else None
+            if latest is not None and not latest.is_delete_marker and latest.version_id == orphan.version_id:
+                existing += 1
+        return LiveFigures(
+            objects=self.objects, referenced_keys=len(self.referenced), referenced_found=self.found, orphans=existing
+        )
+
+
+def check_live_near_misses(plan: Plan, config: Config, references: References, found_keys: set[str]) -> None:
+    """Gate 4 (live part): near misses found again from the references read now,
+    so a plan whose ``near_misses`` were edited out is refused all the same."""
+    if ignores_near_misses(plan, config):
+        return
+    misses = find_near_misses(references, config.references, found_keys, plan.orphans, plan.bucket, plan.prefix)
+    if misses:
+        raise GateRefused(
+            "scope",
+            f"{len(misses):,} planned key(s) are near misses of references read now; fix the query or "
+            "references.keys, or set safety.ignore_near_misses = true, then plan again",
+            [Offence(m.key, f"near miss ({m.shape}): source '{m.source}' references {m.reference!r}") for m in misses],
+        )
+
+
+def check_live_volume(figures: LiveFigures, limits: Limits, prefix: str) -> None:
+    """Gate 5, from live state: what decides, whatever the plan's figures say."""
+    if figures.orphans and figures.referenced_keys == 0:
+        raise GateRefused(
+            "volume",
+            "the reference sources return no keys now, so every object looks like an orphan; "
+            "check the queries and database.url, then plan again",
+        )
+    if figures.orphans and figures.referenced_found == 0:
+        raise GateRefused(
+            "volume",
+            f"none of the {figures.referenced_keys:,} referenced keys exist under {prefix} now: the key "
+            "mapping is wrong; fix references.keys, then plan again",
+        )
+    if figures.ratio > limits.max_orphan_ratio:
+        raise GateRefused(
+            "volume",
+            f"{figures.orphans:,} of {figures.objects:,} objects under {prefix} now would be deleted "
+            f"(ratio {figures.ratio:.4g}), above max_orphan_ratio {limits.max_orphan_ratio:g}; check the "
+            "key mapping, then plan again",
+        )
+    if figures.orphans > limits.max_deletes:
+        raise GateRefused(
+            "volume",
+            f"{figures.orphans:,} planned orphans exist now, more than max_deletes {limits.max_deletes:,}; "
+            "raise safety.max_deletes and plan again if this is intended",
         )
 
 

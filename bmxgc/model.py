@@ -116,6 +116,7 @@ class SafetySummary(_Record):
     min_age: Duration
     max_plan_age: Duration
     protect: list[str]
+    ignore_near_misses: bool = False
 
 
 class Stats(_Record):
@@ -139,6 +140,17 @@ class CrossCheckHit(_Record):
     key: str
 
 
+class NearMiss(_Record):
+    """A referenced key that exists nowhere but would match orphan ``key`` once
+    normalised (``shape``: padding, leading_slash, url, case, prefix_repeated,
+    or several joined by '+')."""
+
+    key: str
+    reference: str
+    shape: str
+    source: str
+
+
 class Plan(_Record):
     format_version: FormatVersion
     bmxgc_version: str
@@ -156,6 +168,7 @@ class Plan(_Record):
     cross_check: list[CrossCheckHit] | None = None
     cross_check_columns: list[str] | None = None
     cross_check_tables_not_scanned: list[str] | None = None
+    near_misses: list[NearMiss] | None = None
     orphans: list[ObjectVersion]
 
     @field_validator("orphans")

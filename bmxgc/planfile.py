@@ -42,6 +42,7 @@ _FIELD_ORDER = (
     "cross_check",
     "cross_check_columns",
     "cross_check_tables_not_scanned",
+    "near_misses",
     "orphans",
 )
 

@@ -7,14 +7,18 @@ here is testable with plain lists.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import unquote, urlsplit
 
 from bmxgc import __version__
 from bmxgc.config import ReferenceSource, SafetySettings
 from bmxgc.model import (
     CrossCheckHit,
+    NearMiss,
     ObjectVersion,
     Plan,
     ReferenceSummary,
@@ -29,12 +33,36 @@ from bmxgc.references import References
 SAMPLE_SIZE = 20
 
 
+LITERAL_MARK = "="
+
+
+def protect_matches(key: str, pattern: str) -> bool:
+    """One ``protect`` pattern against one whole key, case-sensitively.
+
+    ``=KEY`` is that exact key, nothing else (no wildcards). Otherwise a glob
+    (fnmatch): ``*`` any run of characters, ``/`` included; ``?`` one
+    character; ``[seq]`` one character of seq; ``[!seq]`` one not in seq; a
+    literal ``[`` is written ``[[]``.
+    """
+    if pattern.startswith(LITERAL_MARK):
+        return key == pattern[len(LITERAL_MARK) :]
+    return fnmatch.fnmatchcase(key, pattern)
+
+
 def matches_protect(key: str, patterns: Iterable[str]) -> str | None:
-    """The first ``protect`` glob that ``key`` matches (``*`` crosses ``/``)."""
+    """The first ``protect`` pattern that ``key`` matches (see ``protect_matches``)."""
     for pattern in patterns:
-        if fnmatch.fnmatchcase(key, pattern):
+        if protect_matches(key, pattern):
             return pattern
     return None
+
+
+def literal_misreadings(patterns: Iterable[str]) -> set[str]:
+    """Glob patterns with ``[`` that do not match their own text: if a key of
+    that text exists, the reviewer probably meant it literally."""
+    return {
+        p for p in patterns if not p.startswith(LITERAL_MARK) and "[" in p and not fnmatch.fnmatchcase(p, p)
+    }
 
 
 def spread_sample(keys: Sequence[str], size: int = SAMPLE_SIZE) -> list[str]:
@@ -87,14 +115,28 @@ def build_plan(
     young_cutoff = now - safety.min_age_delta
     versions = scanned = bytes_scanned = skipped_young = skipped_protected = found = 0
     orphans: list[ObjectVersion] = []
+    found_keys: set[str] = set()
+    misread = literal_misreadings(safety.protect)
+    misread_existing: list[str] = []
+    # A prefix that is not a folder ("books") also covers books-old/...: say which.
+    folder = context.prefix if context.prefix.endswith("/") else context.prefix + "/"
+    beyond = 0
+    beyond_sample: list[str] = []
     for obj in listing:
         versions += 1
         if not obj.is_latest or obj.is_delete_marker:
             continue
         scanned += 1
         bytes_scanned += obj.size
+        if obj.key in misread:
+            misread_existing.append(obj.key)
+        if not obj.key.startswith(folder):
+            beyond += 1
+            if len(beyond_sample) < BEYOND_SAMPLE:
+                beyond_sample.append(obj.key)
         if obj.key in referenced:
             found += 1
+            found_keys.add(obj.key)
         elif matches_protect(obj.key, safety.protect):
             skipped_protected += 1
         elif obj.last_modified > young_cutoff:
@@ -118,6 +160,22 @@ def build_plan(
         referenced_outside_prefix=len(referenced) - under_prefix,
         versions_listed=versions,
     )
+    near_misses = find_near_misses(references, sources, found_keys, orphans, context.bucket, context.prefix)
+    extra = near_miss_warnings(near_misses) + [
+        protect_literal_warning(key) for key in sorted(misread_existing)
+    ]
+    if not context.prefix.endswith("/"):
+        covered = (
+            f"{beyond:,} objects outside {folder}, e.g. {', '.join(sorted(beyond_sample))}"
+            if beyond
+            else f"no object outside {folder} today, but every key that starts with {context.prefix!r}"
+        )
+        last = [
+            f"prefix {context.prefix!r} does not end with '/' and is not a folder "
+            f"(s3.prefix_is_folder = false): it also covers {covered}"
+        ]
+    else:
+        last = []
     draft = Plan(
         format_version=1,
         bmxgc_version=__version__,
@@ -140,11 +198,149 @@ def build_plan(
         ],
         safety=SafetySummary(**safety.model_dump()),
         stats=stats,
-        warnings=plan_warnings(stats, references, safety, context),
+        warnings=_most_serious_first(plan_warnings(stats, references, safety, context), extra) + last,
         sample_orphan_keys=spread_sample([o.key for o in orphans]),
+        near_misses=near_misses or None,
         orphans=orphans,
     )
     return seal(draft)
+
+
+BEYOND_SAMPLE = 3
+
+
+def _most_serious_first(warnings: list[str], extra: list[str]) -> list[str]:
+    """Near misses and misread patterns come right after the mapping warnings
+    (no keys, none found), before the volume and housekeeping ones."""
+    mapping = [w for w in warnings if w.startswith(("the reference sources returned no keys", "0 of "))]
+    return mapping + extra + [w for w in warnings if w not in mapping]
+
+
+def protect_literal_warning(key: str) -> str:
+    return (
+        f"protect pattern {key!r} does not protect the key {key}, which exists: in a pattern, "
+        "[...] is a character class (one of the characters inside); to protect that exact key "
+        f"write \"{LITERAL_MARK}{key}\" (or escape '[' as '[[]'), then plan again"
+    )
+
+
+# --- near misses: references that almost name an orphan ------------------------------
+
+NEAR_MISS_SHAPES = {
+    "padding": "once surrounding whitespace is trimmed",
+    "leading_slash": "without their leading '/'",
+    "url": "once the URL is reduced to its key (its path, without the bucket)",
+    "case": "in another letter case",
+    "prefix_repeated": "with the prefix written once, not twice",
+}
+NEAR_MISS_EXAMPLES = 3
+_URL = re.compile(r"^(?:https?|s3)://", re.IGNORECASE)
+
+
+def _normalised_values(value: str, bucket: str) -> Iterator[tuple[str, list[str]]]:
+    """``value`` cleaned of padding, a URL and leading slashes, with the shapes
+    that were removed; for a URL both its path and the path without a first
+    segment naming the bucket."""
+    shapes: list[str] = []
+    text = value
+    if text.strip() != text:
+        shapes.append("padding")
+        text = text.strip()
+    candidates = [text]
+    if _URL.match(text):
+        shapes.append("url")
+        parts = urlsplit(text)
+        path = unquote(parts.path).lstrip("/")
+        candidates = [path]
+        if parts.scheme.lower() != "s3" and path.startswith(bucket + "/"):
+            candidates.insert(0, path[len(bucket) + 1 :])  # path-style URL: /bucket/key
+    for candidate in candidates:
+        if candidate.startswith("/") and "url" not in shapes:
+            yield candidate.lstrip("/"), [*shapes, "leading_slash"]
+        else:
+            yield candidate, list(shapes)
+
+
+def _collapse_prefix(key: str, prefix: str, shapes: list[str]) -> tuple[str, list[str]]:
+    if prefix and key.startswith(prefix + prefix):
+        while key.startswith(prefix + prefix):
+            key = key[len(prefix) :]
+        return key, [*shapes, "prefix_repeated"]
+    return key, shapes
+
+
+def _match_near_miss(
+    reference: str,
+    templates: Sequence[str],
+    orphan_keys: set[str],
+    orphans_by_lower: dict[str, str],
+    bucket: str,
+    prefix: str,
+) -> tuple[str, str] | None:
+    """The orphan ``reference`` would name after normalising, and the shape."""
+    for template in templates:
+        head, _, tail = template.partition("{value}")
+        if not (reference.startswith(head) and reference.endswith(tail)) or len(reference) < len(head) + len(tail):
+            continue
+        value = reference[len(head) : len(reference) - len(tail)]
+        for cleaned, shapes in _normalised_values(value, bucket):
+            # A URL usually holds the whole key; anything else is a value for the template.
+            keys = [cleaned, head + cleaned + tail] if "url" in shapes else [head + cleaned + tail]
+            for candidate in keys:
+                key, found_shapes = _collapse_prefix(candidate, prefix, shapes)
+                if not found_shapes:
+                    continue  # the reference itself: it does not exist
+                if key in orphan_keys:
+                    return key, "+".join(found_shapes)
+            for candidate in keys:
+                key, found_shapes = _collapse_prefix(candidate, prefix, shapes)
+                other = orphans_by_lower.get(key.lower())
+                if other is not None and other != reference:
+                    return other, "+".join([*found_shapes, "case"])
+    return None
+
+
+def find_near_misses(
+    references: References,
+    sources: Sequence[ReferenceSource],
+    found_keys: set[str],
+    orphans: Sequence[ObjectVersion],
+    bucket: str,
+    prefix: str,
+) -> list[NearMiss]:
+    """Referenced keys that exist nowhere under the prefix (dangling, or outside
+    it) but would match an orphan once normalised: a mapping that is nearly right."""
+    if not orphans:
+        return []
+    orphan_keys = {o.key for o in orphans}
+    orphans_by_lower: dict[str, str] = {}
+    for key in sorted(orphan_keys):
+        orphans_by_lower.setdefault(key.lower(), key)
+    misses: list[NearMiss] = []
+    for source, result in zip(sources, references.sources, strict=True):
+        for reference in sorted(result.keys - found_keys):
+            match = _match_near_miss(reference, source.keys, orphan_keys, orphans_by_lower, bucket, prefix)
+            if match is not None:
+                misses.append(NearMiss(key=match[0], reference=reference, shape=match[1], source=source.name))
+    return misses
+
+
+def near_miss_warnings(misses: Sequence[NearMiss]) -> list[str]:
+    by_shape: dict[str, list[NearMiss]] = defaultdict(list)
+    for miss in misses:
+        by_shape[miss.shape].append(miss)
+    warnings = []
+    for shape in sorted(by_shape, key=lambda s: (-len(by_shape[s]), s)):
+        group = by_shape[shape]
+        how = " and ".join(NEAR_MISS_SHAPES[part] for part in shape.split("+"))
+        examples = ", ".join(f"{m.reference!r} -> {m.key}" for m in group[:NEAR_MISS_EXAMPLES])
+        more = f" and {len(group) - NEAR_MISS_EXAMPLES:,} more" if len(group) > NEAR_MISS_EXAMPLES else ""
+        warnings.append(
+            f"near miss ({shape}): {len(group):,} referenced key{'s' if len(group) != 1 else ''} would "
+            f"match an orphan {how}, e.g. {examples}{more} (see near_misses); fix the query or "
+            "references.keys, or set safety.ignore_near_misses = true: apply refuses this plan until then"
+        )
+    return warnings
 
 
 def plan_warnings(
@@ -214,11 +410,6 @@ def plan_warnings(
     if skipped:
         warnings.append(
             "reference values skipped (they keep nothing alive): " + "; ".join(skipped)
-        )
-    if not prefix.endswith("/"):
-        warnings.append(
-            f"prefix {prefix!r} does not end with '/': it also covers keys such as "
-            f"{prefix}-old/...; end it with '/' to scan one folder"
         )
     return warnings
 

@@ -8,11 +8,13 @@ files are opened with ``mode=ro``. Rows are streamed, never fetched whole.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import Enum, String, column, create_engine, inspect, select, table, text
+from sqlalchemy import Enum, String, column, create_engine, event, inspect, select, table, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.sql.expression import ColumnClause
@@ -58,7 +60,9 @@ def _read_only_engine(url: str) -> Engine:
             # Percent-encoded: a '#' or '?' in the file name would otherwise end
             # the path and drop mode=ro (SQLite would open, even create, another file).
             ro = URL.create("sqlite", database=f"file:{quote(database, safe='/')}?mode=ro", query={"uri": "true"})
-            return create_engine(ro)
+            engine = create_engine(ro)
+            event.listen(engine, "connect", _sqlite_read_only)
+            return engine
         if backend == "postgresql":
             if parsed.drivername == "postgresql":
                 # psycopg2 is the driver bmxgc ships; SQLAlchemy 2.1 would pick psycopg 3.
@@ -76,6 +80,43 @@ def _read_only_engine(url: str) -> Engine:
         raise ConfigError(f"database.url: no database driver for {parsed.drivername!r}") from None
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"database.url: cannot open {redact_url(url)}: {exc}") from None
+
+
+# --- SQLite: a connection that can only read --------------------------------------
+# mode=ro keeps the database file unwritten, but ATTACH (and VACUUM INTO, which
+# SQLite authorizes as an ATTACH of its target) still create files, and temp
+# tables and PRAGMA settings still change state. The authorizer below lets
+# through only what a reading query needs; SQLite asks it while preparing
+# each statement, so a denied statement runs no part at all.
+
+_SQLITE_READING = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE})
+# PRAGMAs that only describe the schema (SQLAlchemy's inspector uses them);
+# their argument is a table or index name, not a new setting.
+_SQLITE_SCHEMA_PRAGMAS = frozenset(
+    {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list", "database_list"}
+)
+# PRAGMAs that may be read (no argument): SQLAlchemy reads read_uncommitted.
+_SQLITE_READABLE_PRAGMAS = frozenset({"read_uncommitted", "query_only"})
+SQLITE_DENY_HINT = (
+    "a reference query may only read (SELECT, WITH ... SELECT); ATTACH, VACUUM, PRAGMA settings, "
+    "temp tables and every write are refused: fix the query"
+)
+
+
+def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+    if action in _SQLITE_READING:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_PRAGMA and (
+        arg1 in _SQLITE_SCHEMA_PRAGMAS or (arg1 in _SQLITE_READABLE_PRAGMAS and arg2 is None)
+    ):
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
+def _sqlite_read_only(dbapi_connection: Any, _record: Any) -> None:
+    """On every new SQLite connection: query_only on, then the authorizer."""
+    dbapi_connection.execute("PRAGMA query_only = ON")
+    dbapi_connection.set_authorizer(_sqlite_authorizer)
 
 
 @dataclass
@@ -161,6 +202,10 @@ def _run_source(conn: Connection, source: ReferenceSource, progress: Progress | 
     except DBAPIError as exc:
         if exc.connection_invalidated or _is_connection_error(exc):
             raise
+        if any(text in str(exc.orig) for text in ("not authorized", "authorization denied")):
+            raise ReferenceQueryError(
+                f"references '{source.name}': the query was denied (not authorized): {SQLITE_DENY_HINT}"
+            ) from None
         raise ReferenceQueryError(
             f"references '{source.name}': the query failed: {_first_line(exc.orig)}; "
             "fix the query (it runs read-only)"

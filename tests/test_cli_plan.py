@@ -6,6 +6,7 @@ import collections
 import os
 import re
 import stat
+import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -440,7 +441,10 @@ def test_plan_warns_about_prefix_without_trailing_slash(cli: Cli, scene: Scene) 
     scene.bucket.put("books/1/a")
     scene.bucket.put("books-old/1/a")
     table = scene.db.table(["books/1/a"])
-    result = cli("-c", scene.config(table, keys=["{value}"], prefix="books"), "plan")
+    config = scene.config(table, keys=["{value}"], prefix="books")
+    doc = tomllib.loads(config.read_text(encoding="utf-8"))
+    doc["s3"]["prefix_is_folder"] = False  # without it, such a prefix is refused
+    result = cli("-c", write_toml(config, doc), "plan")
     warnings = _warnings(result)
     assert any("'books' does not end with '/'" in w for w in warnings)
     assert orphan_keys(read_plan(result.saved_path())) == ["books-old/1/a"]  # what the warning is about

@@ -197,3 +197,51 @@ def test_gate_refused_details_show_first_twenty_and_a_count() -> None:
     lines = GateRefused("scope", "no", offences).details()
     assert lines[:20] == [f"  books/{i:03}: why" for i in range(20)]
     assert lines[20:] == ["  ... and 5 more (25 in all)"]
+
+
+# --------------------------------------------------------------------------- issue 10: sources, figures, live age
+
+
+def test_check_sources_refuses_each_difference_by_source_name() -> None:
+    from bmxgc.gates import check_sources
+
+    doc = config_doc(bucket="bkt", prefix="books/", database_url=DB)
+    doc["references"] = [{"name": "source0", "query": "SELECT s3_key FROM t", "keys": ["{value}"]}]
+    check_sources(plan(), config_from_dict(doc))  # the same source: passes
+    doc["references"] = [
+        {"name": "source0", "query": "SELECT s3_key FROM t", "keys": ["books/{value}"]},
+        {"name": "extra", "query": "SELECT k FROM u"},
+    ]
+    with pytest.raises(GateRefused) as excinfo:
+        check_sources(plan(), config_from_dict(doc))
+    assert excinfo.value.gate == "environment"
+    assert [o.key for o in excinfo.value.offences] == ["references 'extra'", "references 'source0'"]
+    assert "keys: plan has ['{value}']" in refusal(excinfo)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_check_plan_figures_refuses_non_finite_numbers(value: float) -> None:
+    from bmxgc.gates import check_plan_figures
+
+    check_plan_figures(plan())
+    forged = plan().model_copy(update={"stats": plan().stats.model_copy(update={"orphan_ratio": value})})
+    with pytest.raises(GateRefused) as excinfo:
+        check_plan_figures(forged)
+    assert excinfo.value.gate == "volume"
+    assert "stats.orphan_ratio" in refusal(excinfo) and "not a finite number" in refusal(excinfo)
+
+
+def test_check_live_age_refuses_objects_younger_than_min_age() -> None:
+    from bmxgc.drift import group_by_key
+    from bmxgc.gates import check_live_age
+    from support import version
+
+    p = plan(orphans=2)
+    young, old = p.orphans[0].key, p.orphans[1].key
+    rows = [version(young, age=timedelta(hours=1)), version(old, age=timedelta(days=2))]
+    live = group_by_key(rows, {young, old})
+    check_live_age(p.orphans, live, timedelta(minutes=30), NOW)
+    with pytest.raises(GateRefused) as excinfo:
+        check_live_age(p.orphans, live, timedelta(hours=24), NOW)
+    assert excinfo.value.gate == "scope"
+    assert [o.key for o in excinfo.value.offences] == [young]

@@ -294,3 +294,19 @@ def test_planner_same_input_same_plan() -> None:
 
 def test_planner_now_changes_hash() -> None:
     assert make_plan(["books/a"]).plan_hash != make_plan(["books/a"], now=NOW + timedelta(seconds=1)).plan_hash
+
+
+def test_protect_pattern_language_glob_and_exact_key() -> None:
+    from bmxgc.planner import matches_protect
+
+    assert matches_protect("books/d.webp", ["books/[draft].webp"]) == "books/[draft].webp"
+    assert matches_protect("books/[draft].webp", ["books/[draft].webp"]) is None  # a character class
+    assert matches_protect("books/[draft].webp", ["=books/[draft].webp"]) == "=books/[draft].webp"
+    assert matches_protect("books/[draft].webp", ["books/[[]draft].webp"]) == "books/[[]draft].webp"
+    assert matches_protect("books/d.webp", ["=books/[draft].webp"]) is None  # no wildcards after '='
+    assert matches_protect("books/x*", ["=books/x*"]) == "=books/x*"
+    assert matches_protect("books/xy", ["=books/x*"]) is None
+    assert matches_protect("Books/a", ["books/*"]) is None  # case-sensitive
+    assert matches_protect("books/a/b/c", ["books/*"]) == "books/*"  # * crosses '/'
+    assert matches_protect("books/ab", ["books/?"]) is None and matches_protect("books/a", ["books/?"])
+    assert matches_protect("books/b", ["books/[!a]"]) and not matches_protect("books/a", ["books/[!a]"])

@@ -14,9 +14,8 @@ from datetime import datetime, timedelta
 
 from bmxgc import gates, lock, s3
 from bmxgc.config import Config, ReferenceSource
-from bmxgc.drift import find_drift
+from bmxgc.drift import find_drift, group_by_key
 from bmxgc.errors import DriftError, GateRefused, PartialFailure, ServiceError
-from bmxgc.live import live_histories
 from bmxgc.model import (
     DeletedEntry,
     KeyFailure,
@@ -66,17 +65,21 @@ def apply(
     plan = parse_plan_text(read_document(location, client), location)  # gate 1: integrity
     database_url = config.database_url()
     gates.check_environment(plan, config, redact_url(database_url))  # gate 2
+    gates.check_sources(plan, config)
     gates.check_freshness(plan, config, now or utc_now())  # gate 3
-    gates.check_scope(plan, config)  # gate 4
+    gates.check_scope(plan, config)  # gate 4, offline part
     limits = gates.volume_limits(plan, config, max_orphan_ratio)
-    gates.check_volume(plan, limits)  # gate 5
+    gates.check_plan_figures(plan)  # gate 5: the plan's own figures, then its volume
+    gates.check_volume(plan, limits)
     store = plans_store(config, client)
     receipt_name = receipt_name_for(location)
     check_not_applied(store, plan.plan_hash, receipt_name)  # gate 1: no receipt has this plan_hash
     sources = _sources(plan, config)
+    min_age = gates.min_age_in_force(plan, config)
     with lock.held(client, plan.bucket, plan.prefix, command="apply", plan_hash=plan.plan_hash):  # gate 6
         gates.check_versioning(s3.versioning_status(client, plan.bucket), plan.bucket)  # gate 7
-        _check_drift(client, plan, database_url, sources)  # gate 8
+        # Gates 4 (age, near misses) and 5 again, from live state, then gate 8.
+        _check_drift(client, plan, database_url, sources, config=config, limits=limits, min_age=min_age, now=now)
         if not auto_approve:  # gate 9
             if confirm is None:
                 raise GateRefused(
@@ -86,7 +89,7 @@ def apply(
             if not confirm(_consent_summary(plan)):
                 raise GateRefused("consent", "apply cancelled: only 'yes' approves")
             # Time passed at the prompt: look again just before deleting.
-            _check_drift(client, plan, database_url, sources)
+            _check_drift(client, plan, database_url, sources, config=config, limits=limits, min_age=min_age, now=now)
         undo_days = s3.noncurrent_expiry_days(client, plan.bucket, plan.prefix)
         undo_until = rfc3339(utc_now() + timedelta(days=undo_days)) if undo_days is not None else None
         journal = Journal.create(
@@ -123,18 +126,32 @@ def apply(
 
 
 def _sources(plan: Plan, config: Config) -> list[ReferenceSource]:
-    """The plan's sources and today's, without repeats: a key either keeps alive is live."""
-    seen: dict[tuple[str, tuple[str, ...]], ReferenceSource] = {}
-    planned = [ReferenceSource(name=r.name, query=r.query, keys=list(r.keys)) for r in plan.references]
-    for source in [*planned, *config.references]:
-        seen.setdefault((source.query, tuple(source.keys)), source)
-    return list(seen.values())
+    """Today's sources only: apply never runs SQL read from a plan file (the
+    environment gate has checked that the plan's sources are these)."""
+    return list(config.references)
 
 
-def _check_drift(client: s3.S3Client, plan: Plan, database_url: str, sources: Sequence[ReferenceSource]) -> None:
+def _check_drift(
+    client: s3.S3Client,
+    plan: Plan,
+    database_url: str,
+    sources: Sequence[ReferenceSource],
+    *,
+    config: Config,
+    limits: gates.Limits,
+    min_age: timedelta,
+    now: datetime | None,
+) -> None:
+    """Read the references and list the whole prefix now (the per-key shortcut
+    could not count the prefix's objects), then decide from what is live:
+    age and near misses (gate 4), volume (gate 5), drift (gate 8)."""
     planned = {o.key for o in plan.orphans}
-    live = live_histories(client, plan.bucket, plan.prefix, planned, plan.stats.versions_listed)
     references = read_references(database_url, sources)
+    tally = gates.LiveTally(references.keys)
+    live = group_by_key(tally.observe(s3.list_versions(client, plan.bucket, plan.prefix)), planned)
+    gates.check_live_age(plan.orphans, live, min_age, now or utc_now())
+    gates.check_live_near_misses(plan, config, references, tally.found_keys)
+    gates.check_live_volume(tally.figures(plan.orphans, live), limits, plan.prefix)
     referenced_now = {
         key: result.name for result in references.sources for key in result.keys if key in planned
     }

@@ -9,14 +9,14 @@ from pathlib import Path
 
 from bmxgc import s3
 from bmxgc.config import Config
-from bmxgc.errors import PlanFileError
+from bmxgc.errors import ConfigError, PlanFileError
 from bmxgc.model import Plan, utc_now
 from bmxgc.planfile import default_file_name, parse_plan_text, render_plan_json
 from bmxgc.planner import Previous, ScanContext, build_plan, with_cross_check
 from bmxgc.receipt import RECEIPT_SUFFIX, UNDO_SUFFIX
 from bmxgc.references import cross_check as references_cross_check
 from bmxgc.references import read_references, redact_url
-from bmxgc.store import Store, create_once, open_location, plans_store
+from bmxgc.store import Store, create_once, is_s3_url, open_location, plans_store
 
 # progress(stage, count): "listing" counts versions listed, "querying" rows read.
 Progress = Callable[[str, int], None]
@@ -46,6 +46,8 @@ def plan(
     for an object older than ``min_age`` is the one race left; apply reads
     the references again just before it deletes.
     """
+    if out is not None:
+        check_out_outside_prefix(str(out), config)
     database_url = config.database_url()
     references = read_references(
         database_url, config.references, progress=_stage(progress, "querying")
@@ -87,6 +89,22 @@ def plan(
         name = default_file_name(result)
     location = create_once(store, name, render_plan_json(result), read_only=True)
     return PlanResult(plan=result, path=location)
+
+
+def check_out_outside_prefix(out: str, config: Config) -> None:
+    """``--out`` must not be inside the scanned prefix: the next plan would list
+    the plan file as an orphan (the same rule as for plans_dir)."""
+    if not is_s3_url(out):
+        return
+    try:
+        bucket, key = s3.split_url(out)
+    except ValueError as exc:
+        raise ConfigError(f"--out: {exc}") from None
+    if bucket == config.s3.bucket and key.startswith(config.s3.prefix):
+        raise ConfigError(
+            f"--out: {out} is inside the scanned prefix {config.s3.prefix} of bucket {bucket}; "
+            "the plan file would be an orphan of the next plan: write it elsewhere"
+        )
 
 
 def _stage(progress: Progress | None, stage: str) -> Callable[[int], None] | None:
