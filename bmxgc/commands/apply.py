@@ -28,7 +28,7 @@ from bmxgc.model import (
 )
 from bmxgc.planfile import parse_plan_text
 from bmxgc.receipt import Journal, already_applied, receipt_name_for
-from bmxgc.references import read_references, redact_url
+from bmxgc.references import check_connection, read_references, redact_url
 from bmxgc.store import plans_store, read_document
 
 # confirm(summary) -> True only if the operator typed "yes".
@@ -62,7 +62,7 @@ def apply(
     """Apply a reviewed plan. Raises GateRefused (exit 3) on any doubt,
     PartialFailure (exit 1) when some keys could not be deleted."""
     location = str(plan_path)
-    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
+    client = client or s3.client_for(config.s3)
     plan = parse_plan_text(read_document(location, client), location)  # gate 1: integrity
     database_url = config.database_url()
     gates.check_environment(plan, config, redact_url(database_url))  # gate 2
@@ -75,9 +75,10 @@ def apply(
     if store.exists(receipt_name):  # checked again, atomically, when the receipt is created
         raise already_applied(store.location(receipt_name))
     sources = _sources(plan, config)
+    check_connection(database_url, config.database)  # an unreachable database fails before the lock
     with lock.held(client, plan.bucket, plan.prefix, command="apply", plan_hash=plan.plan_hash):  # gate 6
         gates.check_versioning(s3.versioning_status(client, plan.bucket), plan.bucket)  # gate 7
-        _check_drift(client, plan, database_url, sources)  # gate 8
+        _check_drift(client, plan, database_url, sources, config)  # gate 8
         if not auto_approve:  # gate 9
             if confirm is None:
                 raise GateRefused(
@@ -87,7 +88,7 @@ def apply(
             if not confirm(_consent_summary(plan)):
                 raise GateRefused("consent", "apply cancelled: only 'yes' approves")
             # Time passed at the prompt: look again just before deleting.
-            _check_drift(client, plan, database_url, sources)
+            _check_drift(client, plan, database_url, sources, config)
         undo_days = s3.noncurrent_expiry_days(client, plan.bucket, plan.prefix)
         undo_until = rfc3339(utc_now() + timedelta(days=undo_days)) if undo_days is not None else None
         journal = Journal.create(
@@ -132,10 +133,12 @@ def _sources(plan: Plan, config: Config) -> list[ReferenceSource]:
     return list(seen.values())
 
 
-def _check_drift(client: s3.S3Client, plan: Plan, database_url: str, sources: Sequence[ReferenceSource]) -> None:
+def _check_drift(
+    client: s3.S3Client, plan: Plan, database_url: str, sources: Sequence[ReferenceSource], config: Config
+) -> None:
     planned = {o.key for o in plan.orphans}
     live = live_histories(client, plan.bucket, plan.prefix, planned, plan.stats.versions_listed)
-    references = read_references(database_url, sources)
+    references = read_references(database_url, sources, timeouts=config.database)
     referenced_now = {
         key: result.name for result in references.sources for key in result.keys if key in planned
     }
