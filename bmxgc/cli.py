@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from bmxgc import __version__
-from bmxgc.config import Config, load_config
+from bmxgc.config import Config, load_config, redact_urls
 from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, BmxgcError
 
 OutputFormat = click.Choice(["text", "markdown", "json"])
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one line, never a traceback; BMXGC_DEBUG=1 shows it
         if os.environ.get("BMXGC_DEBUG"):
             raise
-        first = (str(exc).splitlines() or [""])[0]
+        first = redact_urls((str(exc).splitlines() or [""])[0])  # botocore's messages quote the endpoint
         click.echo(
             f"Error: unexpected {type(exc).__name__}: {first}; run again with BMXGC_DEBUG=1 and report it",
             err=True,

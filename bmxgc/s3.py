@@ -346,16 +346,12 @@ def get_object_bytes(client: S3Client, bucket: str, key: str) -> tuple[bytes, st
 
 
 def get_object_text(client: S3Client, bucket: str, key: str) -> tuple[str, str] | None:
-    """The body and ETag of ``key``'s current version, or None if there is none."""
-    try:
-        answer = client.get_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            return None
-        raise describe_error(exc, f"reading s3://{bucket}/{key}") from None
-    except BotoCoreError as exc:
-        raise describe_error(exc, f"reading s3://{bucket}/{key}") from None
-    return answer["Body"].read().decode("utf-8"), str(answer.get("ETag", "")).strip('"')
+    """The body (UTF-8) and ETag of ``key``'s current version, or None if there is none."""
+    found = get_object_bytes(client, bucket, key)
+    if found is None:
+        return None
+    body, etag = found
+    return body.decode("utf-8"), etag
 
 
 def delete_if_match(client: S3Client, bucket: str, key: str, etag: str) -> bool:
