@@ -1,7 +1,9 @@
 """Everything bmxgc says to S3. The only module that imports boto3.
 
 Retries are botocore's standard mode (exponential backoff with jitter on
-throttling and 5xx), never a loop of our own.
+throttling and 5xx), never a loop of our own. botocore has no deadline for
+one call with its retries: ``_CallDeadline`` stops them at ``call_timeout``.
+Errors never carry the password of an ``endpoint_url`` (``redact_urls``).
 """
 
 from __future__ import annotations
@@ -106,33 +108,46 @@ class _CallDeadline:
         self.attempt = connect + read
 
     def before_attempt(self, request: Any, **_kw: Any) -> None:
+        """``request-created``: before each attempt of one call (one context per call)."""
         context = request.context
         now = time.monotonic()
         if "bmxgc_call_started" not in context:  # the first attempt
             context["bmxgc_call_started"] = now
             return
         started = float(context["bmxgc_call_started"])
-        if now - started + self.attempt > self.call:
-            attempts = int(context.get("retries", {}).get("attempt", 2)) - 1
-            last = context.get("bmxgc_last_failure")
-            setting = {ReadTimeoutError: "s3.read_timeout or ", ConnectTimeoutError: "s3.connect_timeout or "}
-            raise CallTimedOut(
-                detail=(
-                    f"{'timed out' if type(last) in setting else 'failed'}: {_failure_text(last, self)}; "
-                    f"{attempts} attempt{'s' if attempts > 1 else ''} in {now - started:.0f}s, and another "
-                    f"could not end within s3.call_timeout = {_seconds(self.call)}"
-                ),
-                settings=setting.get(type(last), "") + "s3.call_timeout",
-            )
+        if now - started + self.attempt <= self.call:
+            return
+        attempts = int(context.get("retries", {}).get("attempt", 2)) - 1
+        last = context.get("bmxgc_last_failure")
+        timeout = _timeout_setting(last)
+        raise CallTimedOut(
+            detail=(
+                f"{'timed out' if timeout else 'failed'}: {_failure_text(last, self)}; "
+                f"{attempts} attempt{'s' if attempts > 1 else ''} in {now - started:.0f}s, and another "
+                f"could not end within s3.call_timeout = {_seconds(self.call)}"
+            ),
+            settings=f"{timeout} or s3.call_timeout" if timeout else "s3.call_timeout",
+        )
 
-    def after_attempt(self, request_dict: Any, caught_exception: Exception | None = None,
-                      response: Any = None, **_kw: Any) -> None:
+    def after_attempt(
+        self, request_dict: Any, caught_exception: Exception | None = None, response: Any = None, **_kw: Any
+    ) -> None:
+        """``needs-retry``: remember what the attempt ran into (botocore decides on the retry)."""
         if caught_exception is not None:
             request_dict["context"]["bmxgc_last_failure"] = caught_exception
         elif response is not None:
-            error = response[1].get("Error", {}) if isinstance(response[1], dict) else {}
-            status = response[1].get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
-            request_dict["context"]["bmxgc_last_failure"] = f"HTTP {status} {error.get('Code', '')}".strip()
+            parsed = response[1]
+            status = parsed.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+            code = parsed.get("Error", {}).get("Code", "")
+            request_dict["context"]["bmxgc_last_failure"] = f"HTTP {status} {code}".strip()
+
+
+def _timeout_setting(failure: object) -> str | None:
+    if isinstance(failure, ReadTimeoutError):
+        return "s3.read_timeout"
+    if isinstance(failure, ConnectTimeoutError):
+        return "s3.connect_timeout"
+    return None
 
 
 def _seconds(value: float) -> str:
@@ -178,8 +193,8 @@ def describe_error(exc: Exception, action: str) -> ServiceError:
         return ServiceError(
             f"S3 {action} {exc}; check s3.endpoint_url and the network, or raise {exc.kwargs['settings']}"
         )
-    if isinstance(exc, (ReadTimeoutError, ConnectTimeoutError)):
-        setting = "s3.read_timeout" if isinstance(exc, ReadTimeoutError) else "s3.connect_timeout"
+    setting = _timeout_setting(exc)
+    if setting is not None:
         return ServiceError(
             f"S3 {action} timed out: {_failure_text(exc)}, at every attempt; "
             f"check s3.endpoint_url and the network, or raise {setting} or s3.call_timeout"

@@ -64,3 +64,21 @@ def test_plan_receipt_and_output_of_a_run_through_an_endpoint_with_credentials_h
         assert PASSWORD not in result.output
     for path in world.plans_dir.iterdir():
         assert PASSWORD not in path.read_text(encoding="utf-8"), path
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("http://user:SECRETpass@127.0.0.1:9/", "http://user@127.0.0.1:9/"),
+        ("https://user:SECRET%40pass@s3.example:443/b?x=1", "https://user@s3.example:443/b?x=1"),
+        ("https://user:SECRET@pass@s3.example/", "https://user@s3.example/"),  # '@' unencoded in the password
+        ('Could not connect to "http://u:SECRETp@h:1/k" nor "http://v:SECRETq@g/"', 'Could not connect to "http://u@h:1/k" nor "http://v@g/"'),
+        ("http://127.0.0.1:9000/books/a@b.webp", "http://127.0.0.1:9000/books/a@b.webp"),  # '@' in a key, no user
+        ("http://user@host/", "http://user@host/"),
+    ],
+)
+def test_redact_urls_removes_every_password_and_keeps_the_rest(text: str, shown: str) -> None:
+    from bmxgc.config import redact_urls
+
+    assert redact_urls(text) == shown
+    assert "SECRET" not in redact_urls(text)

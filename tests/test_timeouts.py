@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from apply_support import World, build_world, fast_boto_clients, pg_world, world  # noqa: F401
+from apply_support import Hooks, World, fast_boto_clients, hooked, pg_world, slow_down, world  # noqa: F401
 from ops_support import versions
 from support import CliResult, assert_one_line_error, config_doc, write_toml
 
@@ -207,6 +207,18 @@ def test_one_s3_call_retries_only_within_call_timeout(
     # One call: attempts at about 0 s, 1 s and 2 s; a fourth could not end by 5 s.
     assert 2 <= len(silent.accepted) <= 3, len(silent.accepted)
     assert took < 5 + 5, took  # the process's own start-up included
+
+
+def test_s3_throttling_is_retried_only_within_call_timeout(cli: Cli, world: World, hooked: Hooks) -> None:
+    """S3 answers SlowDown at once, every time: botocore's backoff (up to 9
+    attempts, about 45 s on average) is cut at call_timeout."""
+    attempts: list[str] = []
+    hooked("before-send.s3.GetBucketVersioning", slow_down(100, attempts))
+    config = with_settings(world, s3={"connect_timeout": "1s", "read_timeout": "1s", "call_timeout": "3s"})
+    result, took = timed(cli, "-c", config, "plan")
+    assert_one_line_error(result, 1, "reading versioning", "SlowDown", "s3.call_timeout = 3s")
+    assert 1 <= len(attempts) <= 3, attempts
+    assert took < 3 + 2, took
 
 
 @pytest.mark.parametrize(
