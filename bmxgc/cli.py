@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from bmxgc import __version__
-from bmxgc.config import Config, load_config
+from bmxgc.config import Config, load_config, redact_urls
 from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, BmxgcError
 
 OutputFormat = click.Choice(["text", "markdown", "json"])
@@ -230,13 +230,25 @@ def undo_command(obj: _Context, receipt_path: str | None, auto_approve: bool) ->
 @click.option("--prefix", metavar="P", help="The lock of this prefix (as recover --prefix took it).")
 @click.option("--whole-bucket", is_flag=True, help="The lock a whole-bucket recover took.")
 @click.option("--auto-approve", is_flag=True, help="Do not ask for 'yes'.")
+@click.option(
+    "--break-live-lock",
+    is_flag=True,
+    help="Break the lock even if its holder is still running on this host (it loses its guard).",
+)
 @click.pass_obj
-def unlock_command(obj: _Context, prefix: str | None, whole_bucket: bool, auto_approve: bool) -> None:
+def unlock_command(
+    obj: _Context, prefix: str | None, whole_bucket: bool, auto_approve: bool, break_live_lock: bool
+) -> None:
     """Break a lock left by a dead process (shows who holds it first)."""
     from bmxgc.commands.unlock import unlock
 
     message = unlock(
-        obj.config(), auto_approve=auto_approve, confirm=_ask_yes(), prefix=prefix, whole_bucket=whole_bucket
+        obj.config(),
+        auto_approve=auto_approve,
+        confirm=_ask_yes(),
+        prefix=prefix,
+        whole_bucket=whole_bucket,
+        break_live_lock=break_live_lock,
     )
     click.echo(message)
 
@@ -331,7 +343,7 @@ def _main(argv: list[str] | None) -> int:
     except Exception as exc:  # one line, never a traceback; BMXGC_DEBUG=1 shows it
         if os.environ.get("BMXGC_DEBUG"):
             raise
-        first = (str(exc).splitlines() or [""])[0]
+        first = redact_urls((str(exc).splitlines() or [""])[0])  # botocore's messages quote the endpoint
         click.echo(
             f"Error: unexpected {type(exc).__name__}: {first}; run again with BMXGC_DEBUG=1 and report it",
             err=True,

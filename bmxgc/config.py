@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,6 +31,24 @@ DEFAULT_CONFIG = "bmxgc.toml"
 LOCK_FOLDER = ".bmxgc/"
 
 
+# Timeouts: at least a second (0 would mean "never" to some drivers, "at once"
+# to others), at most a day (PostgreSQL's limit is under 25 days in ms).
+TIMEOUT_MIN = timedelta(seconds=1)
+TIMEOUT_MAX = timedelta(days=1)
+
+
+def _timeout(text: str) -> str:
+    delta = parse_duration(text)
+    if delta < TIMEOUT_MIN:
+        raise ValueError(f"{text!r}: a timeout is at least 1s")
+    if delta > TIMEOUT_MAX:
+        raise ValueError(f"{text!r}: a timeout is at most 1d")
+    return text
+
+
+Timeout = Annotated[str, AfterValidator(_timeout)]
+
+
 class _Strict(BaseModel):
     # No coercion (true is not a ratio, "10" is not a count; an int is a
     # valid float) and no NaN or infinity.
@@ -42,6 +62,11 @@ class S3Settings(_Strict):
     prefix: str
     endpoint_url: str | None = None
     region: str | None = None
+    # One attempt may take connect_timeout + read_timeout; botocore retries
+    # (standard mode) only while another attempt still fits in call_timeout.
+    connect_timeout: Timeout = "10s"
+    read_timeout: Timeout = "60s"
+    call_timeout: Timeout = "5m"
 
     @field_validator("prefix")
     @classmethod
@@ -65,12 +90,56 @@ class S3Settings(_Strict):
     @classmethod
     def _endpoint_is_url(cls, url: str | None) -> str | None:
         if url is not None and not url.startswith(("http://", "https://")):
-            raise ValueError(f"{url!r} is not a URL; write e.g. \"http://127.0.0.1:9000\"")
+            raise ValueError(f"{redact_endpoint(url)!r} is not a URL; write e.g. \"http://127.0.0.1:9000\"")
         return url
+
+    @field_validator("call_timeout")
+    @classmethod
+    def _call_fits_one_attempt(cls, call: str, info: ValidationInfo) -> str:
+        connect, read = info.data.get("connect_timeout"), info.data.get("read_timeout")
+        if connect is None or read is None:
+            return call  # reported on its own key
+        attempt = parse_duration(connect) + parse_duration(read)
+        if parse_duration(call) < attempt:
+            raise ValueError(
+                f"{call!r} is shorter than connect_timeout + read_timeout ({int(attempt.total_seconds())}s), "
+                "the time one attempt may take; raise call_timeout or lower the others"
+            )
+        return call
+
+    def timeout_seconds(self) -> tuple[float, float, float]:
+        """``(connect, read, call)`` timeouts in seconds."""
+        return (
+            parse_duration(self.connect_timeout).total_seconds(),
+            parse_duration(self.read_timeout).total_seconds(),
+            parse_duration(self.call_timeout).total_seconds(),
+        )
+
+
+def redact_endpoint(url: str) -> str:
+    """``http://user:pass@host/`` -> ``http://user@host/``: an endpoint fit to print."""
+    return redact_urls(url)
+
+
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s\"'<>?#]*)@")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the password removed from every URL in it (the user stays)."""
+    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['userinfo'].split(':', 1)[0]}@", text)
 
 
 class DatabaseSettings(_Strict):
     url: str | None = None
+    # PostgreSQL: libpq's connect_timeout, and the session's statement_timeout
+    # and lock_timeout. SQLite: lock_timeout is its busy timeout.
+    connect_timeout: Timeout = "10s"
+    statement_timeout: Timeout = "10m"
+    lock_timeout: Timeout = "30s"
+
+    def timeout(self, name: str) -> timedelta:
+        """``timeout("lock_timeout")`` as a timedelta."""
+        return parse_duration(str(getattr(self, name)))
 
 
 class ReferenceSource(_Strict):

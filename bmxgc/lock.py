@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from urllib.parse import quote, unquote
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from bmxgc import s3
-from bmxgc.config import LOCK_FOLDER
+from bmxgc.config import LOCK_FOLDER, describe_validation_error
 from bmxgc.durations import format_duration
 from bmxgc.errors import BmxgcError, GateRefused, ServiceError
 from bmxgc.model import parse_rfc3339, rfc3339, utc_now
@@ -31,13 +34,31 @@ def lock_key(prefix: str) -> str:
     return f"{LOCKS}{quote(prefix, safe='')}.json"
 
 
+class _Holder(BaseModel):
+    """What a lock object must say about its holder to be read as a holder."""
+
+    model_config = ConfigDict(extra="allow")
+
+    user: str
+    host: str
+    pid: str
+    command: str
+    acquired_at: str
+
+
 @dataclass(frozen=True)
 class LockInfo:
-    """Who holds a lock, as written in the lock object."""
+    """Who holds a lock, as written in the lock object.
+
+    ``problem`` says why the body could not be read as a holder (not UTF-8,
+    not JSON, not an object with the holder's fields); ``holder`` is then
+    empty. Such a lock still guards its prefix, and ``unlock`` can break it.
+    """
 
     key: str
     etag: str
     holder: dict[str, str]
+    problem: str | None = None
 
     def age(self, now: datetime) -> str:
         try:
@@ -45,10 +66,20 @@ class LockInfo:
         except ValueError:
             return "unknown"
 
+    def running_here(self) -> bool:
+        """True if the holder's process is on this host and alive: breaking the
+        lock would take its guard away while it works."""
+        if self.problem is not None or self.holder.get("host") != who()["host"]:
+            return False
+        pid = self.holder.get("pid", "")
+        return pid.isdigit() and _pid_alive(int(pid), self.holder.get("acquired_at", ""))
+
     def describe(self, now: datetime) -> str:
+        if self.problem is not None:
+            return f"an unknown holder: the lock object is unreadable ({self.problem})"
         h = self.holder
         alive = ""
-        if h.get("host") == who()["host"] and h.get("pid", "").isdigit() and not _pid_alive(int(h["pid"])):
+        if h.get("host") == who()["host"] and h.get("pid", "").isdigit() and not self.running_here():
             alive = " (that process is no longer running on this host)"
         return (
             f"{h.get('command', '?')} of {h.get('plan_hash', '?')[:19]} by {h.get('user', '?')}@"
@@ -57,14 +88,47 @@ class LockInfo:
         )
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, acquired_at: str = "") -> bool:
+    """Is ``pid`` a live process on this host that could be the lock's holder?
+
+    A zombie is dead. A process that started after the lock was taken is not
+    its holder (the pid was reused), where /proc says when it started.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    started = _process_start(pid)
+    if started is None:
         return True
-    return True
+    if started[1] == "Z":
+        return False
+    try:
+        acquired = parse_rfc3339(acquired_at).timestamp()
+    except ValueError:
+        return True
+    return started[0] <= acquired + PID_START_SLACK_SECONDS
+
+
+# /proc gives a process's start in clock ticks after boot, and boot in whole seconds.
+PID_START_SLACK_SECONDS = 60
+
+
+def _process_start(pid: int) -> tuple[float, str] | None:
+    """``(start time as a Unix timestamp, state letter)`` from /proc, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text(encoding="ascii").splitlines()
+            if line.startswith("btime ")
+        )
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK"), fields[0]
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _overlap(a: str, b: str) -> bool:
@@ -77,6 +141,13 @@ def unlock_command_for(prefix: str) -> str:
 
 def _held_by(client: s3.S3Client, bucket: str, prefix: str) -> GateRefused:
     current = read_lock(client, bucket, prefix)
+    if current is not None and current.problem is not None:
+        return GateRefused(
+            "lock",
+            f"s3://{bucket}/{current.key} is an unreadable lock ({current.problem}), so who holds it is "
+            f"unknown; if no apply, undo or recover runs on this prefix, run '{unlock_command_for(prefix)}' "
+            "(it shows the lock and asks) and check the bucket before trying again",
+        )
     who_holds = current.describe(utc_now()) if current else "a process that just released it"
     return GateRefused(
         "lock",
@@ -95,16 +166,37 @@ def lock_prefixes(client: s3.S3Client, bucket: str) -> list[str]:
 
 
 def read_lock(client: s3.S3Client, bucket: str, prefix: str) -> LockInfo | None:
+    """The lock on ``prefix``, or None. A body that does not name a holder is
+    an unreadable lock (``problem`` says why), never an error."""
     key = lock_key(prefix)
-    found = s3.get_object_text(client, bucket, key)
+    found = s3.get_object_bytes(client, bucket, key)
     if found is None:
         return None
     body, etag = found
     try:
-        holder = json.loads(body)
-    except json.JSONDecodeError:
-        holder = {}
-    return LockInfo(key=key, etag=etag, holder={k: str(v) for k, v in holder.items()})
+        holder = _Holder.model_validate_json(body)
+    except ValidationError as exc:
+        return LockInfo(key=key, etag=etag, holder={}, problem=_unreadable(body, exc))
+    return LockInfo(key=key, etag=etag, holder={k: str(v) for k, v in holder.model_dump().items()})
+
+
+def _unreadable(body: bytes, exc: ValidationError) -> str:
+    """Why a lock body names no holder, in a few words (never the body itself)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"its {len(body):,}-byte body is not UTF-8"
+    first = exc.errors()[0]
+    if first["type"].startswith("json"):
+        return f"its {len(body):,}-byte body is not JSON"
+    if first["type"] == "model_type":
+        kind = type(json.loads(text)).__name__
+        names = {"list": "a JSON array", "NoneType": "JSON null", "str": "a JSON string", "bool": "a JSON boolean"}
+        return f"its body is {names.get(kind, 'a JSON number')}, not an object naming its holder"
+    missing = sorted(str(e["loc"][0]) for e in exc.errors() if e["type"] == "missing" and e["loc"])
+    if missing:
+        return f"its body does not say {', '.join(missing)}"
+    return f"its body's {describe_validation_error(exc)}"
 
 
 @contextmanager

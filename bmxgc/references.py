@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.sql.expression import ColumnClause
 
-from bmxgc.config import ReferenceSource
+from bmxgc.config import DatabaseSettings, ReferenceSource
 from bmxgc.errors import ConfigError, ReferenceQueryError, ServiceError
 
 STREAM_ROWS = 5000
@@ -47,7 +47,8 @@ def redact_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def _read_only_engine(url: str) -> Engine:
+def _read_only_engine(url: str, timeouts: DatabaseSettings | None = None) -> Engine:
+    timeouts = timeouts or DatabaseSettings()
     parsed = parse_url(url)
     backend = parsed.get_backend_name()
     try:
@@ -60,7 +61,8 @@ def _read_only_engine(url: str) -> Engine:
             # Percent-encoded: a '#' or '?' in the file name would otherwise end
             # the path and drop mode=ro (SQLite would open, even create, another file).
             ro = URL.create("sqlite", database=f"file:{quote(database, safe='/')}?mode=ro", query={"uri": "true"})
-            engine = create_engine(ro)
+            # SQLite's busy timeout: how long a read waits for a writer's lock.
+            engine = create_engine(ro, connect_args={"timeout": timeouts.timeout("lock_timeout").total_seconds()})
             event.listen(engine, "connect", _sqlite_read_only)
             return engine
         if backend == "postgresql":
@@ -69,7 +71,7 @@ def _read_only_engine(url: str) -> Engine:
                 parsed = parsed.set(drivername="postgresql+psycopg2")
             return create_engine(
                 parsed,
-                connect_args={"options": "-c default_transaction_read_only=on"},
+                connect_args={"options": _postgres_options(timeouts), "connect_timeout": _whole_seconds(timeouts)},
                 execution_options={"postgresql_readonly": True},
             )
         raise ConfigError(
@@ -119,6 +121,70 @@ def _sqlite_read_only(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.set_authorizer(_sqlite_authorizer)
 
 
+def _postgres_options(timeouts: DatabaseSettings) -> str:
+    ms = {name: int(timeouts.timeout(name).total_seconds() * 1000) for name in ("statement_timeout", "lock_timeout")}
+    return (
+        "-c default_transaction_read_only=on "
+        f"-c statement_timeout={ms['statement_timeout']} -c lock_timeout={ms['lock_timeout']}"
+    )
+
+
+def _whole_seconds(timeouts: DatabaseSettings) -> int:
+    # libpq takes whole seconds, and waits at least 2.
+    return max(1, int(timeouts.timeout("connect_timeout").total_seconds()))
+
+
+_TIMEOUTS = {
+    "connect_timeout": "no answer while connecting, within {setting}; check database.url and the network, "
+    "or raise database.connect_timeout",
+    "statement_timeout": "the query ran longer than {setting} and was cancelled; make it cheaper, "
+    "or raise database.statement_timeout",
+    "lock_timeout": "the query waited longer than {setting} for a lock that another session holds on a "
+    "table it reads; try again when that session has finished, or raise database.lock_timeout",
+}
+
+
+def _timed_out(exc: DBAPIError, timeouts: DatabaseSettings) -> str | None:
+    """``exc`` as one of the database timeouts, in words, or None if it is none."""
+    text = str(exc.orig)
+    code = getattr(exc.orig, "pgcode", None)
+    if code == "57014" and "statement timeout" in text:
+        name = "statement_timeout"
+    elif (code == "55P03" and "lock timeout" in text) or "database is locked" in text:
+        name = "lock_timeout"
+    elif "timeout expired" in text:  # libpq's connect_timeout
+        name = "connect_timeout"
+    else:
+        return None
+    return _TIMEOUTS[name].format(setting=f"database.{name} = {getattr(timeouts, name)}")
+
+
+def check_connection(url: str, timeouts: DatabaseSettings | None = None) -> None:
+    """Connect once and let go: a database that cannot be reached fails here,
+    before apply takes the S3 lock, rather than while holding it."""
+    timeouts = timeouts or DatabaseSettings()
+    engine = _read_only_engine(url, timeouts)
+    try:
+        with engine.connect():
+            pass
+    except DBAPIError as exc:
+        raise _connection_error(url, exc, timeouts) from None
+    finally:
+        engine.dispose()
+
+
+def _connection_error(url: str, exc: DBAPIError, timeouts: DatabaseSettings) -> ServiceError:
+    # The driver's message can quote the URL; show only its first line,
+    # with the password removed, so no secret reaches a log.
+    timed_out = _timed_out(exc, timeouts)
+    if timed_out is not None:
+        return ServiceError(f"database {redact_url(url)}: {timed_out}")
+    return ServiceError(
+        f"database {redact_url(url)}: {_first_line(exc.orig) if exc.orig else type(exc).__name__}; "
+        "check database.url, the network and the credentials"
+    )
+
+
 @dataclass
 class SourceResult:
     """What one ``[[references]]`` source gave: its keys and what it skipped."""
@@ -150,28 +216,30 @@ def expand(value: str, templates: Iterable[str]) -> list[str]:
 
 
 def read_references(
-    url: str, sources: Iterable[ReferenceSource], progress: Progress | None = None
+    url: str,
+    sources: Iterable[ReferenceSource],
+    progress: Progress | None = None,
+    *,
+    timeouts: DatabaseSettings | None = None,
 ) -> References:
     """Run every source's query read-only and collect the keys they keep alive."""
-    engine = _read_only_engine(url)
+    timeouts = timeouts or DatabaseSettings()
+    engine = _read_only_engine(url, timeouts)
     results: list[SourceResult] = []
     try:
         with engine.connect() as conn:
             for source in sources:
-                results.append(_run_source(conn, source, progress))
+                results.append(_run_source(conn, source, progress, timeouts))
     except DBAPIError as exc:
-        # The driver's message can quote the URL; show only its first line,
-        # with the password removed, so no secret reaches a log.
-        raise ServiceError(
-            f"database {redact_url(url)}: {_first_line(exc.orig) if exc.orig else type(exc).__name__}; "
-            "check database.url, the network and the credentials"
-        ) from None
+        raise _connection_error(url, exc, timeouts) from None
     finally:
         engine.dispose()
     return References(sources=results)
 
 
-def _run_source(conn: Connection, source: ReferenceSource, progress: Progress | None) -> SourceResult:
+def _run_source(
+    conn: Connection, source: ReferenceSource, progress: Progress | None, timeouts: DatabaseSettings
+) -> SourceResult:
     result = SourceResult(name=source.name)
     try:
         with conn.begin():
@@ -200,6 +268,9 @@ def _run_source(conn: Connection, source: ReferenceSource, progress: Progress | 
                 if progress is not None and result.rows % STREAM_ROWS == 0:
                     progress(result.rows)
     except DBAPIError as exc:
+        timed_out = _timed_out(exc, timeouts)
+        if timed_out is not None:
+            raise ServiceError(f"references '{source.name}': {timed_out}") from None
         if exc.connection_invalidated or _is_connection_error(exc):
             raise
         if any(text in str(exc.orig) for text in ("not authorized", "authorization denied")):
@@ -254,6 +325,7 @@ def cross_check(
     *,
     tables: Sequence[str] | None = None,
     max_tables: int = CROSS_CHECK_MAX_TABLES,
+    timeouts: DatabaseSettings | None = None,
 ) -> CrossCheck:
     """Look for each orphan key, and the key without ``prefix``, in every text
     column not already a source (batched ``IN`` lookups, read-only)."""
@@ -262,7 +334,8 @@ def cross_check(
         wanted[key] = key
         if key.startswith(prefix) and len(key) > len(prefix):
             wanted.setdefault(key[len(prefix) :], key)
-    engine = _read_only_engine(url)
+    timeouts = timeouts or DatabaseSettings()
+    engine = _read_only_engine(url, timeouts)
     result = CrossCheck(hits=[], columns=[], tables_not_scanned=[])
     try:
         inspector = inspect(engine)
@@ -299,8 +372,9 @@ def cross_check(
                     for value in sorted(found):
                         result.hits.append((table_name, col["name"], wanted[value]))
     except DBAPIError as exc:
+        timed_out = _timed_out(exc, timeouts)
         raise ServiceError(
-            f"database {redact_url(url)}: cross-check failed: {_first_line(exc.orig)}"
+            f"database {redact_url(url)}: cross-check failed: {timed_out or _first_line(exc.orig)}"
         ) from None
     finally:
         engine.dispose()

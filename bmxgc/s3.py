@@ -1,19 +1,30 @@
 """Everything bmxgc says to S3. The only module that imports boto3.
 
 Retries are botocore's standard mode (exponential backoff with jitter on
-throttling and 5xx), never a loop of our own.
+throttling and 5xx), never a loop of our own. botocore has no deadline for
+one call with its retries: ``_CallDeadline`` stops them at ``call_timeout``.
+Errors never carry the password of an ``endpoint_url`` (``redact_urls``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
+from bmxgc.config import S3Settings, redact_urls
 from bmxgc.errors import ServiceError
 from bmxgc.model import VersionEntry
 
@@ -28,12 +39,41 @@ RETRY_ATTEMPTS = 8
 Progress = Callable[[int], None]
 
 
-def make_client(endpoint_url: str | None = None, region: str | None = None) -> S3Client:
-    """An S3 client with standard retries; credentials from AWS's usual chain."""
+# The defaults of [s3] connect_timeout, read_timeout and call_timeout.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+CALL_TIMEOUT = 300.0
+
+
+def client_for(settings: S3Settings) -> S3Client:
+    """The client for the config's ``[s3]``: its endpoint, region and timeouts."""
+    connect, read, call = settings.timeout_seconds()
+    return make_client(
+        settings.endpoint_url, settings.region, connect_timeout=connect, read_timeout=read, call_timeout=call
+    )
+
+
+def make_client(
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    read_timeout: float = READ_TIMEOUT,
+    call_timeout: float = CALL_TIMEOUT,
+) -> S3Client:
+    """An S3 client with standard retries; credentials from AWS's usual chain.
+
+    botocore bounds one attempt (``connect_timeout``, then ``read_timeout``
+    between bytes of the answer) and the number of attempts, but not the
+    time of a call: up to 9 attempts of 70 s, plus backoff, by default.
+    ``call_timeout`` bounds it: botocore's own retry decides whether to try
+    again, and bmxgc lets an attempt start only if it can end (connect plus
+    read timeout) within ``call_timeout`` of the call's start.
+    """
     config = BotoConfig(
         retries={"mode": "standard", "max_attempts": RETRY_ATTEMPTS},
-        connect_timeout=10,
-        read_timeout=60,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         user_agent_extra="bmxgc",
     )
     try:
@@ -41,8 +81,99 @@ def make_client(endpoint_url: str | None = None, region: str | None = None) -> S
             "s3", endpoint_url=endpoint_url, region_name=region, config=config
         )
     except (BotoCoreError, ValueError) as exc:
-        raise ServiceError(f"cannot create an S3 client: {exc}") from None
+        raise ServiceError(f"cannot create an S3 client: {redact_urls(str(exc))}") from None
+    deadline = _CallDeadline(connect_timeout, read_timeout, call_timeout)
+    client.meta.events.register("request-created.s3", deadline.before_attempt)
+    client.meta.events.register("needs-retry.s3", deadline.after_attempt)
     return client
+
+
+class CallTimedOut(BotoCoreError):
+    """botocore would try again, but another attempt could not end within call_timeout.
+
+    ``settings`` names what to raise: ``s3.call_timeout``, and the timeout the
+    last attempt ran into, if it was one."""
+
+    fmt = "{detail}"
+
+
+class _CallDeadline:
+    """Stops botocore's retries of one call once another attempt would end past
+    ``call_timeout``. It never retries anything itself."""
+
+    def __init__(self, connect: float, read: float, call: float) -> None:
+        self.connect = connect
+        self.read = read
+        self.call = call
+        self.attempt = connect + read
+
+    def before_attempt(self, request: Any, **_kw: Any) -> None:
+        """``request-created``: before each attempt of one call (one context per call)."""
+        context = request.context
+        now = time.monotonic()
+        if "bmxgc_call_started" not in context:  # the first attempt
+            context["bmxgc_call_started"] = now
+            return
+        started = float(context["bmxgc_call_started"])
+        if now - started + self.attempt <= self.call:
+            return
+        attempts = int(context.get("retries", {}).get("attempt", 2)) - 1
+        last = context.get("bmxgc_last_failure")
+        timeout = _timeout_setting(last)
+        raise CallTimedOut(
+            detail=(
+                f"{'timed out' if timeout else 'failed'}: {_failure_text(last, self)}; "
+                f"{attempts} attempt{'s' if attempts > 1 else ''} in {now - started:.0f}s, and another "
+                f"could not end within s3.call_timeout = {_seconds(self.call)}"
+            ),
+            settings=f"{timeout} or s3.call_timeout" if timeout else "s3.call_timeout",
+        )
+
+    def after_attempt(
+        self, request_dict: Any, caught_exception: Exception | None = None, response: Any = None, **_kw: Any
+    ) -> None:
+        """``needs-retry``: remember what the attempt ran into (botocore decides on the retry)."""
+        if caught_exception is not None:
+            request_dict["context"]["bmxgc_last_failure"] = caught_exception
+        elif response is not None:
+            parsed = response[1]
+            status = parsed.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+            code = parsed.get("Error", {}).get("Code", "")
+            request_dict["context"]["bmxgc_last_failure"] = f"HTTP {status} {code}".strip()
+
+
+def _timeout_setting(failure: object) -> str | None:
+    if isinstance(failure, ReadTimeoutError):
+        return "s3.read_timeout"
+    if isinstance(failure, ConnectTimeoutError):
+        return "s3.connect_timeout"
+    return None
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _failure_text(failure: object, deadline: _CallDeadline | None = None) -> str:
+    """What the last attempt ran into, in words, without credentials."""
+    if isinstance(failure, ReadTimeoutError):
+        within = f" = {_seconds(deadline.read)}" if deadline is not None else ""
+        return f"no answer from {_endpoint_of(failure)} within s3.read_timeout{within}"
+    if isinstance(failure, ConnectTimeoutError):
+        within = f" = {_seconds(deadline.connect)}" if deadline is not None else ""
+        return f"could not connect to {_endpoint_of(failure)} within s3.connect_timeout{within}"
+    if isinstance(failure, EndpointConnectionError):
+        cause = str(failure.kwargs.get("error", ""))
+        return f"could not connect to {_endpoint_of(failure)}" + (
+            f" ({cause[cause.index('[Errno') :]})" if "[Errno" in cause else ""
+        )
+    return redact_urls(str(failure))
+
+
+def _endpoint_of(exc: BotoCoreError) -> str:
+    url = str(getattr(exc, "kwargs", {}).get("endpoint_url", "the endpoint"))
+    parts = urlsplit(url)
+    return redact_urls(f"{parts.scheme}://{parts.netloc}" if parts.scheme else url)
 
 
 def describe_error(exc: Exception, action: str) -> ServiceError:
@@ -57,10 +188,20 @@ def describe_error(exc: Exception, action: str) -> ServiceError:
             "InvalidAccessKeyId": "check the AWS credentials in the environment",
             "SignatureDoesNotMatch": "check the AWS credentials in the environment",
         }.get(code, "check the bucket, the endpoint and the credentials")
-        return ServiceError(f"S3 {action} failed: {code}: {message}; {hint}")
+        return ServiceError(redact_urls(f"S3 {action} failed: {code}: {message}; {hint}"))
+    if isinstance(exc, CallTimedOut):
+        return ServiceError(
+            f"S3 {action} {exc}; check s3.endpoint_url and the network, or raise {exc.kwargs['settings']}"
+        )
+    setting = _timeout_setting(exc)
+    if setting is not None:
+        return ServiceError(
+            f"S3 {action} timed out: {_failure_text(exc)}, at every attempt; "
+            f"check s3.endpoint_url and the network, or raise {setting} or s3.call_timeout"
+        )
     if isinstance(exc, BotoCoreError):
-        return ServiceError(f"S3 {action} failed: {exc}; check s3.endpoint_url and the network")
-    return ServiceError(f"S3 {action} failed: {exc}")
+        return ServiceError(f"S3 {action} failed: {_failure_text(exc)}; check s3.endpoint_url and the network")
+    return ServiceError(redact_urls(f"S3 {action} failed: {exc}"))
 
 
 def list_versions(
@@ -205,17 +346,27 @@ def put_if_absent(client: S3Client, bucket: str, key: str, body: bytes) -> str |
     return str(answer.get("ETag", "")).strip('"')
 
 
-def get_object_text(client: S3Client, bucket: str, key: str) -> tuple[str, str] | None:
-    """The body and ETag of ``key``'s current version, or None if there is none."""
+def get_object_bytes(client: S3Client, bucket: str, key: str) -> tuple[bytes, str] | None:
+    """The bytes and ETag of ``key``'s current version, or None if there is none."""
     try:
         answer = client.get_object(Bucket=bucket, Key=key)
+        body = answer["Body"].read()
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
         raise describe_error(exc, f"reading s3://{bucket}/{key}") from None
     except BotoCoreError as exc:
         raise describe_error(exc, f"reading s3://{bucket}/{key}") from None
-    return answer["Body"].read().decode("utf-8"), str(answer.get("ETag", "")).strip('"')
+    return body, str(answer.get("ETag", "")).strip('"')
+
+
+def get_object_text(client: S3Client, bucket: str, key: str) -> tuple[str, str] | None:
+    """The body (UTF-8) and ETag of ``key``'s current version, or None if there is none."""
+    found = get_object_bytes(client, bucket, key)
+    if found is None:
+        return None
+    body, etag = found
+    return body.decode("utf-8"), etag
 
 
 def get_object_head(client: S3Client, bucket: str, key: str, size: int) -> tuple[bytes, bool] | None:

@@ -5,15 +5,25 @@ racing for the same prefix."""
 from __future__ import annotations
 
 import json
+import os
+import pty
+import select
 import shutil
+import subprocess
+import sys
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from apply_support import LOCK_FOLDER, Hooks, World, hooked, request_error, world, fast_boto_clients  # noqa: F401
 from bmxgc.errors import GateRefused
 from bmxgc.model import rfc3339, utc_now
+from ops_support import versions
+from support import assert_one_line_error
 
 LOCK_KEY = LOCK_FOLDER + "books%2F.json"
 
@@ -218,3 +228,111 @@ def test_apply_refused_by_lock_on_a_prefix_inside_its_own(world: World, cli: Any
     result = cli("-c", world.config_path, "apply", plan, "--auto-approve")
     assert result.code == 3 and "bmxgc unlock --prefix books/2024/" in result.err
     assert world.snapshot() == before
+
+
+# --------------------------------------------------------------------------- a live holder (issue 10, item 12)
+
+
+def _apply_at_its_prompt(world: World, plan: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """``bmxgc apply PLAN`` in its own process, on a terminal (a pty), stopped at
+    its consent prompt: it holds the lock and is alive. Returns the process and
+    the pty's master side (write 'no' there to let it go)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bmxgc", "-c", str(world.config_path), "apply", str(plan)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        close_fds=True,
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"Enter a value" not in seen:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"apply did not reach its prompt (exit {proc.returncode}): {seen!r}")
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            seen += os.read(master, 4096)
+    return proc, master
+
+
+def test_unlock_refuses_the_lock_of_an_apply_still_running_on_this_host(world: World, cli: Any) -> None:
+    plan = world.plan()
+    proc, master = _apply_at_its_prompt(world, plan)
+    try:
+        etag = lock_etag(world)
+        assert etag is not None
+        before = versions(world.client, world.name, locks=True)
+        for args in (("unlock", "--auto-approve"), ("unlock",)):
+            refused = cli("-c", world.config_path, *args)
+            assert refused.code == 3, refused.output
+            line = assert_one_line_error(refused, 3, "refused by gate 'lock'", f"pid {proc.pid}", "still running")
+            assert "stop it" in line and "wait" in line and "--break-live-lock" in line
+            assert lock_etag(world) == etag
+            assert versions(world.client, world.name, locks=True) == before
+        # Forced, with a flag that says so (and consent): the lock goes.
+        broken = cli("-c", world.config_path, "unlock", "--break-live-lock", "--auto-approve")
+        assert broken.code == 0, broken.output
+        assert f"pid {proc.pid}" in broken.out
+        assert lock_etag(world) is None
+        os.write(master, b"no\n")
+        assert proc.wait(timeout=60) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert world.snapshot() == {row for row in before if not row[0].startswith(".bmxgc/")}
+
+
+def test_break_live_lock_still_asks_for_consent(world: World, cli: Any) -> None:
+    """The flag lifts only the refusal of a live holder: with no terminal and
+    no --auto-approve, nothing is broken."""
+    from bmxgc import lock
+    from bmxgc.commands.unlock import unlock
+
+    with lock.held(world.s3_client(), world.name, "books/", command="apply", plan_hash="sha256:" + "d" * 64) as held:
+        try:
+            unlock(world.config(), break_live_lock=True)
+        except GateRefused as refusal:
+            assert refusal.gate == "consent"
+        else:
+            raise AssertionError("a live lock was broken without consent")
+        assert lock_etag(world) == f'"{held.etag}"'
+
+
+# --------------------------------------------------------------------------- an unreadable lock (issue 10, item 14)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[1,2]", b"null", b"{}", b'{"user": "x", "note": "no host, no pid"}', b"\xff\xfe\x00 not UTF-8", b"{not json"],
+    ids=["list", "null", "empty-object", "missing-fields", "not-utf8", "not-json"],
+)
+def test_unreadable_lock_is_named_by_apply_and_broken_by_unlock_with_consent(
+    world: World, cli: Any, body: bytes
+) -> None:
+    plan = world.plan()
+    world.client.put_object(Bucket=world.name, Key=LOCK_KEY, Body=body)
+    etag = lock_etag(world)
+    before = world.snapshot()
+
+    applied = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+    assert_one_line_error(applied, 3, "refused by gate 'lock'", LOCK_KEY, "unreadable", "bmxgc unlock")
+    assert "unexpected" not in applied.err
+    assert world.snapshot() == before
+    assert lock_etag(world) == etag
+
+    asked = cli("-c", world.config_path, "unlock")  # no terminal, no --auto-approve
+    assert_one_line_error(asked, 3, "unreadable", "--auto-approve")
+    assert lock_etag(world) == etag
+
+    broken = cli("-c", world.config_path, "unlock", "--auto-approve")
+    assert broken.code == 0, broken.output
+    assert "unreadable" in broken.out and LOCK_KEY in broken.out
+    assert lock_etag(world) is None
+    assert world.snapshot() == before
+
+    assert cli("-c", world.config_path, "apply", plan, "--auto-approve").code == 0

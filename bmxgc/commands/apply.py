@@ -27,7 +27,7 @@ from bmxgc.model import (
 )
 from bmxgc.planfile import parse_plan_text
 from bmxgc.receipt import Journal, check_not_applied, receipt_name_for
-from bmxgc.references import read_references, redact_url
+from bmxgc.references import check_connection, read_references, redact_url
 from bmxgc.store import plans_store, read_document
 
 # confirm(summary) -> True only if the operator typed "yes".
@@ -61,7 +61,7 @@ def apply(
     """Apply a reviewed plan. Raises GateRefused (exit 3) on any doubt,
     PartialFailure (exit 1) when some keys could not be deleted."""
     location = str(plan_path)
-    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
+    client = client or s3.client_for(config.s3)
     plan = parse_plan_text(read_document(location, client), location)  # gate 1: integrity
     database_url = config.database_url()
     gates.check_environment(plan, config, redact_url(database_url))  # gate 2
@@ -76,6 +76,7 @@ def apply(
     check_not_applied(store, plan.plan_hash, receipt_name)  # gate 1: no receipt has this plan_hash
     sources = _sources(plan, config)
     min_age = gates.min_age_in_force(plan, config)
+    check_connection(database_url, config.database)  # an unreachable database fails before the lock
     with lock.held(client, plan.bucket, plan.prefix, command="apply", plan_hash=plan.plan_hash):  # gate 6
         gates.check_versioning(s3.versioning_status(client, plan.bucket), plan.bucket)  # gate 7
         # Gates 4 (age, near misses) and 5 again, from live state, then gate 8.
@@ -146,7 +147,7 @@ def _check_drift(
     could not count the prefix's objects), then decide from what is live:
     age and near misses (gate 4), volume (gate 5), drift (gate 8)."""
     planned = {o.key for o in plan.orphans}
-    references = read_references(database_url, sources)
+    references = read_references(database_url, sources, timeouts=config.database)
     tally = gates.LiveTally(references.keys)
     live = group_by_key(tally.observe(s3.list_versions(client, plan.bucket, plan.prefix)), planned)
     gates.check_live_age(plan.orphans, live, min_age, now or utc_now())

@@ -50,9 +50,9 @@ def plan(
         check_out_outside_prefix(str(out), config)
     database_url = config.database_url()
     references = read_references(
-        database_url, config.references, progress=_stage(progress, "querying")
+        database_url, config.references, progress=_stage(progress, "querying"), timeouts=config.database
     )
-    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
+    client = client or s3.client_for(config.s3)
     bucket, prefix = config.s3.bucket, config.s3.prefix
     versioning = s3.versioning_status(client, bucket)
     undo_days = s3.noncurrent_expiry_days(client, bucket, prefix)
@@ -79,6 +79,7 @@ def plan(
             prefix,
             config.references,
             tables=list(cross_check_tables) or None,
+            timeouts=config.database,
         )
         result = with_cross_check(result, found.hits, found.columns, found.tables_not_scanned)
     if not write:

@@ -75,7 +75,7 @@ def recover(
     until = until or utc_now()
     if until < since:
         raise ConfigError(f"--until {rfc3339(until)} is before --since {rfc3339(since)}")
-    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
+    client = client or s3.client_for(config.s3)
     bucket = config.s3.bucket
     store = plans_store(config, client)
     with lock.held(client, bucket, scope, command="recover", plan_hash="(recover)"):

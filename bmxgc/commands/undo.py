@@ -39,7 +39,7 @@ def undo(
     client: s3.S3Client | None = None,
 ) -> UndoResult:
     """Restore what the receipt's apply deleted (the newest receipt if none is named)."""
-    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
+    client = client or s3.client_for(config.s3)
     if receipt_path is not None:
         store, name = open_location(str(receipt_path), client)
     else:

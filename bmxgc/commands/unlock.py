@@ -18,13 +18,16 @@ def unlock(
     client: s3.S3Client | None = None,
     prefix: str | None = None,
     whole_bucket: bool = False,
+    break_live_lock: bool = False,
 ) -> str:
     """Show who holds the lock, ask, and remove exactly that lock.
 
     The lock is the config's prefix's, or that of ``prefix`` or the whole
-    bucket, as ``recover --prefix``/``--whole-bucket`` take them.
+    bucket, as ``recover --prefix``/``--whole-bucket`` take them. A lock whose
+    holder is still running on this host is refused (exit 3) unless
+    ``break_live_lock``; consent is asked for in every case.
     """
-    client = client or s3.make_client(config.s3.endpoint_url, config.s3.region)
+    client = client or s3.client_for(config.s3)
     bucket = config.s3.bucket
     if whole_bucket and prefix is not None:
         raise ConfigError("--prefix and --whole-bucket: give one or the other")
@@ -39,14 +42,25 @@ def unlock(
         )
         return f"No lock on s3://{bucket}/{prefix}.{hint}"
     described = current.describe(utc_now())
+    live = current.running_here()
+    if live and not break_live_lock:
+        raise GateRefused(
+            "lock",
+            f"the lock s3://{bucket}/{current.key} is held by {described}, and that process is still "
+            f"running on this host; stop it, or wait for it to finish (it releases the lock itself). "
+            "To break the lock of a running process anyway, add --break-live-lock",
+        )
     if not auto_approve:
         if confirm is None:
             raise GateRefused("consent", f"the lock is held by {described}; pass --auto-approve to break it")
-        if not confirm(
-            f"The lock s3://{bucket}/{current.key} is held by {described}.\n"
-            "Break it only if that process is dead; an apply or undo still running would lose its guard."
-        ):
+        warning = (
+            f"Its process {current.holder.get('pid')} is STILL RUNNING on this host: it will go on without "
+            "its guard, and another apply, undo or recover may run beside it."
+            if live
+            else "Break it only if that process is dead; an apply or undo still running would lose its guard."
+        )
+        if not confirm(f"The lock s3://{bucket}/{current.key} is held by {described}.\n{warning}"):
             raise GateRefused("consent", "unlock cancelled: only 'yes' approves")
     if not lock.break_lock(client, bucket, prefix, current):
         raise GateRefused("lock", "the lock changed while you were deciding; run 'bmxgc unlock' again")
-    return f"Lock broken: it was held by {described}."
+    return f"Lock s3://{bucket}/{current.key} broken: it was held by {described}."
