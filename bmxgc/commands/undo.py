@@ -88,16 +88,15 @@ def undo(
             )
             if not confirm(summary):
                 raise GateRefused("consent", "undo cancelled: only 'yes' approves")
-        errors = _remove_markers(client, receipt.bucket, decided.restores)
+        record = _Record(store, record_name, runs, name, receipt)
+        errors = _remove_markers(client, receipt.bucket, decided.restores, record.intend)
         restored, not_restored = _verify(client, receipt, decided.restores)
         failed = {key for key, _found in not_restored}
         errors = [e for e in errors if e[0] in failed]
-        result = UndoResult(path, store.location(record_name), restored, decided.skips, decided.already_restored, errors, not_restored)
-        try:
-            _append_record(store, record_name, runs, name, receipt, result)
-        except (OSError, BmxgcError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            result = replace(result, record_error=reason)
+        result = UndoResult(
+            path, store.location(record_name), restored, decided.skips, decided.already_restored, errors, not_restored
+        )
+        result = replace(result, record_error=record.finish(result))
     _raise_unless_done(result)
     return result
 
@@ -189,13 +188,17 @@ def _earlier_runs(store: Store, record_name: str) -> list[Any]:
         ) from None
 
 
-def _remove_markers(client: s3.S3Client, bucket: str, restores: list[Restore]) -> list[tuple[str, str, str]]:
-    """Remove every marker of every restore, up to 1,000 per request. Removing a
-    version by id is idempotent: botocore's retries apply."""
+def _remove_markers(
+    client: s3.S3Client, bucket: str, restores: list[Restore], intend: Callable[[list[str]], None]
+) -> list[tuple[str, str, str]]:
+    """Remove every marker of every restore, up to 1,000 per request, each batch
+    noted in the record first. Removing a version by id is idempotent: botocore's
+    retries apply."""
     entries = [(r.key, marker) for r in restores for marker in r.markers]
     errors: list[tuple[str, str, str]] = []
     for start in range(0, len(entries), s3.MAX_KEYS_PER_REQUEST):
         batch = entries[start : start + s3.MAX_KEYS_PER_REQUEST]
+        intend([key for key, _marker in batch])
         try:
             outcome = s3.delete_batch(client, bucket, [(key, marker, None) for key, marker in batch])
         except ServiceError as exc:
@@ -205,12 +208,30 @@ def _remove_markers(client: s3.S3Client, bucket: str, restores: list[Restore]) -
     return errors
 
 
-def _append_record(store: Store, record: str, runs: list[Any], receipt_name: str, receipt: Receipt, result: UndoResult) -> str:
-    """Beside the receipt, one entry per undo run: what it restored and left alone."""
-    runs.append(
-        {
-            "at": rfc3339(utc_now()),
-            "by": who(),
+class _Record:
+    """The undo record beside the receipt: one entry per undo run, written
+    before each batch (what it intends) and at the end (what it restored, left
+    alone, and could not restore). It is a log, not a guard: undo decides from
+    live state every time, so a record that cannot be written (disk full) does
+    not stop a restore; the failure is reported and the run exits 1."""
+
+    def __init__(self, store: Store, name: str, runs: list[Any], receipt_name: str, receipt: Receipt) -> None:
+        self.store = store
+        self.name = name
+        self.runs = runs
+        self.receipt_name = receipt_name
+        self.receipt = receipt
+        self.run: dict[str, Any] = {"at": rfc3339(utc_now()), "by": who(), "status": "in_progress", "intended": []}
+
+    def intend(self, keys: list[str]) -> None:
+        self.run["intended"] = [*self.run["intended"], *keys]
+        self._write()
+
+    def finish(self, result: UndoResult) -> str | None:
+        """Write the run's outcome; why it could not be written, or None."""
+        self.run = {
+            "at": self.run["at"],
+            "by": self.run["by"],
             "restored": [
                 {
                     "key": r.key,
@@ -225,15 +246,19 @@ def _append_record(store: Store, record: str, runs: list[Any], receipt_name: str
             "not_restored": [{"key": k, "found": found} for k, found in result.not_restored],
             "errors": [{"key": k, "code": c, "message": m} for k, c, m in result.errors],
         }
-    )
-    return store.replace(
-        record,
-        to_json({
+        return self._write()
+
+    def _write(self) -> str | None:
+        document = {
             "format_version": 1,
-            "receipt": receipt_name,
-            "plan_hash": receipt.plan_hash,
-            "bucket": receipt.bucket,
-            "prefix": receipt.prefix,
-            "runs": runs,
-        }),
-    )
+            "receipt": self.receipt_name,
+            "plan_hash": self.receipt.plan_hash,
+            "bucket": self.receipt.bucket,
+            "prefix": self.receipt.prefix,
+            "runs": [*self.runs, self.run],
+        }
+        try:
+            self.store.replace(self.name, to_json(document))
+        except (OSError, BmxgcError) as exc:
+            return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return None
