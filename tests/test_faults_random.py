@@ -165,7 +165,7 @@ def test_random_faults_in_apply_and_undo_then_undo_restores_exactly(
         if rng.random() < 0.5:
             log = []
             hooked("before-send.s3.DeleteObjects", chaos(rng, side, world.name, UNDO_FAULTS, log))
-                undone = cli("-c", world.config_path, "undo", "--auto-approve")
+            undone = cli("-c", world.config_path, "undo", "--auto-approve")
             seen.update("undo:" + f for f in log)
             hooked.clear()
             now = latest_rows(world)
