@@ -16,7 +16,7 @@ from apply_support import (
     request_error,
     world,  # noqa: F401
 )
-from delete_faults import answers_without_marker_ids, done_twice, lost_answers
+from delete_faults import answers_without_marker_ids, done_twice, forward, lose_answer, lost_answers, requested
 
 
 def markers_per_key(world: World) -> dict[str, int]:
@@ -137,4 +137,43 @@ def test_undo_removes_every_marker_a_request_done_twice_stacked(world: World, cl
     assert world.snapshot() == start
     again = cli("-c", world.config_path, "undo", "--auto-approve")
     assert again.code == 0 and "0 restored" in again.out and "6 already restored" in again.out
+    assert world.snapshot() == start
+
+
+def test_after_a_half_done_lost_request_only_the_rest_is_sent_again_with_intent_journaled_first(
+    world: World, cli: Any, hooked: Hooks
+) -> None:
+    """The first request reaches S3 for half of the keys, then the connection
+    drops. Apply sends again only the keys S3 shows still current, after
+    writing them to the receipt's pending list; each key ends with one marker."""
+    start = world.snapshot()
+    plan = world.plan()
+    side = plain_client(world.bucket.endpoint)
+    sent: list[list[str]] = []
+    pending_then: list[list[str]] = []
+
+    def hook(request: Any, **_kw: Any) -> Any:
+        entries = requested(request)
+        sent.append(sorted(e["Key"] for e in entries))
+        receipt = world.receipt(plan)
+        pending_then.append(sorted(k["key"] for batch in receipt["pending"] for k in batch["keys"]))
+        if len(sent) == 1:
+            forward(side, world.name, entries[::2])
+            raise lose_answer(request, "closed")
+        return None
+
+    hooked("before-send.s3.DeleteObjects", hook)
+    applied = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+    assert applied.code == 0, applied.output
+    assert len(sent) == 2
+    assert sent[0] == sorted(world.orphan_keys)
+    assert sent[1] == sorted(set(world.orphan_keys) - set(sorted(world.orphan_keys)[::2]))
+    assert pending_then == sent  # each request's keys were journaled before it was sent
+    assert markers_per_key(world) == {key: 1 for key in world.orphan_keys}
+    receipt = world.receipt(plan)
+    assert sorted(d["key"] for d in receipt["deleted"]) == sorted(world.orphan_keys)
+    assert receipt["status"] == "complete" and receipt["pending"] == []
+
+    hooked.clear()
+    assert cli("-c", world.config_path, "undo", "--auto-approve").code == 0
     assert world.snapshot() == start
