@@ -7,7 +7,9 @@ version. Which markers are apply's:
 
 - for a key the receipt records with its marker: that marker and every
   marker beneath it down to the deleted version (a DeleteObjects that S3 did
-  twice leaves two, and the receipt can only name the one it was told of);
+  twice leaves two, and the receipt can only name the one it was told of),
+  and markers on top of it written in the apply's time window (a request S3
+  carried out after apply had given up waiting for its answer);
 - for a key whose marker apply never learned (a batch pending at a crash, a
   key under ``errors``, an answer without a marker id): every marker above the
   deleted version, when all were written in the apply's time window.
@@ -142,12 +144,18 @@ def plan_undo(receipt: Receipt, live: Mapping[str, KeyHistory], window: Window) 
         if not latest.is_delete_marker:
             already.append(key)  # the deleted version is current again (or was never deleted)
             continue
-        if recorded is not None and any(m.version_id == recorded for m in above):
-            if above[0].version_id != recorded:
+        recorded_at = next((i for i, m in enumerate(above) if m.version_id == recorded), None)
+        if recorded_at is not None:
+            # Markers on top of the recorded one are apply's too when written in
+            # its window (a request S3 carried out after apply had given up on
+            # its answer); a later one is someone else's delete.
+            later = [m for m in above[:recorded_at] if m.last_modified not in window]
+            if later:
                 skips.append(
                     Skip(
                         key,
-                        f"was deleted again since (delete marker {above[0].version_id}); left alone",
+                        f"was deleted again since (delete marker {later[0].version_id}, "
+                        f"{rfc3339(later[0].last_modified)}); left alone",
                         still_deleted=True,
                     )
                 )

@@ -204,3 +204,14 @@ def test_apply_window_of_a_crashed_apply_ends_at_its_first_undo() -> None:
     first_undo = NOW + timedelta(minutes=30)
     window = apply_window(receipt(), now=NOW + timedelta(days=1), first_undo=first_undo)
     assert window == Window(NOW - timedelta(minutes=15), first_undo + timedelta(minutes=15))
+
+
+def test_plan_undo_marker_on_top_of_the_recorded_one_in_the_apply_window_is_apply_s() -> None:
+    # A request S3 carried out after apply had given up on its answer and sent the key again.
+    rows = (
+        version("books/a", vid="m3", marker=True, age=IN_APPLY),
+        version("books/a", vid="m2", marker=True, latest=False, age=IN_APPLY),
+        version("books/a", vid="v1", latest=False),
+    )
+    decided = decide(receipt(deleted=[("books/a", "v1", "m2")]), live(*rows))
+    assert decided.restores == [Restore("books/a", "m3", "v1", ("m2",))]
