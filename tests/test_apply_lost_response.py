@@ -10,13 +10,14 @@ from typing import Any
 from apply_support import (
     fast_boto_clients,  # noqa: F401 (autouse)
     Hooks,
+    _fake_response,
     World,
     hooked,  # noqa: F401
     plain_client,
     request_error,
     world,  # noqa: F401
 )
-from delete_faults import answers_without_marker_ids, done_twice, forward, lose_answer, lost_answers, requested
+from delete_faults import answers_without_marker_ids, done_twice, forward, lose_answer, lost_answers, requested, result_xml
 
 
 def markers_per_key(world: World) -> dict[str, int]:
@@ -176,4 +177,34 @@ def test_after_a_half_done_lost_request_only_the_rest_is_sent_again_with_intent_
 
     hooked.clear()
     assert cli("-c", world.config_path, "undo", "--auto-approve").code == 0
+    assert world.snapshot() == start
+
+
+def test_request_carried_out_after_apply_stopped_waiting_is_undone_too(world: World, cli: Any, hooked: Hooks) -> None:
+    """The first request times out before S3 gets to it; apply sees nothing
+    deleted and sends again; then S3 carries out the first request late: a
+    second marker lands on top of the one the receipt records. Undo removes both."""
+    start = world.snapshot()
+    plan = world.plan()
+    side = plain_client(world.bucket.endpoint)
+    late: list[list[dict[str, str]]] = []
+
+    def hook(request: Any, **_kw: Any) -> Any:
+        entries = requested(request)
+        if not late:
+            late.append(entries)
+            raise lose_answer(request)
+        answer = forward(side, world.name, entries)
+        forward(side, world.name, late[0])  # the first request, carried out late
+        return _fake_response(request, 200, result_xml(answer.get("Deleted", [])))
+
+    hooked("before-send.s3.DeleteObjects", hook)
+    applied = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+    assert applied.code == 0, applied.output
+    hooked.clear()
+    assert markers_per_key(world) == {key: 2 for key in world.orphan_keys}
+
+    undone = cli("-c", world.config_path, "undo", "--auto-approve")
+    assert undone.code == 0, undone.output
+    assert "6 restored" in undone.out
     assert world.snapshot() == start
