@@ -36,6 +36,17 @@ class KeyHistory:
         return next((m for m in self.markers if m.version_id == version_id), None)
 
 
+def markers_above(history: KeyHistory, version_id: str) -> list[VersionEntry] | None:
+    """The delete markers stacked above ``version_id``, newest first, when it is
+    still the key's newest real version; None when it is gone or a newer real
+    version exists. Listed times may have whole seconds only: a marker of the
+    version's own second counts as above it."""
+    if not history.versions or history.versions[0].version_id != version_id:
+        return None
+    version = history.versions[0]
+    return [m for m in history.markers if m.last_modified >= version.last_modified]
+
+
 def group_by_key(rows: Iterable[VersionEntry], keys: set[str]) -> dict[str, KeyHistory]:
     """The histories of ``keys`` only, so memory follows the plan, not the bucket."""
     histories: dict[str, KeyHistory] = {}

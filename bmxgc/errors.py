@@ -94,6 +94,10 @@ class DriftError(GateRefused):
 class PartialFailure(BmxgcError):
     """Apply or undo finished, but some keys failed. Exit 1; ``result`` says what was done."""
 
-    def __init__(self, message: str, result: object = None) -> None:
+    def __init__(self, message: str, result: object = None, details: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.result = result
+        self._details = list(details)
+
+    def details(self) -> list[str]:
+        return self._details

@@ -197,6 +197,8 @@ class KeyFailure(_Record):
     key: str
     code: str
     message: str
+    # apply: the planned version, so that undo can judge the key from live state.
+    version_id: str | None = None
 
 
 ReceiptStatus = Literal["in_progress", "complete", "partial"]

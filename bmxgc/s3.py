@@ -85,6 +85,7 @@ def make_client(
     deadline = _CallDeadline(connect_timeout, read_timeout, call_timeout)
     client.meta.events.register("request-created.s3", deadline.before_attempt)
     client.meta.events.register("needs-retry.s3", deadline.after_attempt)
+    send_marker_deletes_once(client)
     return client
 
 
@@ -174,6 +175,50 @@ def _endpoint_of(exc: BotoCoreError) -> str:
     url = str(getattr(exc, "kwargs", {}).get("endpoint_url", "the endpoint"))
     parts = urlsplit(url)
     return redact_urls(f"{parts.scheme}://{parts.netloc}" if parts.scheme else url)
+
+
+class RequestInDoubt(ServiceError):
+    """A request that may or may not have been carried out: no answer came
+    (timeout, connection lost) or S3 answered with a server error (5xx)."""
+
+
+_SEND_ONCE = "bmxgc_send_once"
+# Answers by which S3 refuses a request before doing anything: retrying is not blind.
+_REFUSED_BEFORE_WORK = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"})
+
+
+def _mark_marker_deletes(params: Any, context: Any, **_kwargs: Any) -> None:
+    """A DeleteObjects without version ids writes new delete markers: not idempotent."""
+    objects = params.get("Delete", {}).get("Objects", [])
+    if any("VersionId" not in entry for entry in objects):
+        context[_SEND_ONCE] = True
+
+
+def _no_blind_retry(request_dict: Any, response: Any = None, **_kwargs: Any) -> bool | None:
+    """botocore retries a request whose answer was lost or was a server error;
+    S3 may have done the work already, and a DeleteObjects done twice stacks two
+    delete markers on each key. Such a request is sent once; the caller finds out
+    from S3 what happened. A throttling answer (S3 refused before doing anything)
+    is left to botocore's retries, backoff included."""
+    if not request_dict.get("context", {}).get(_SEND_ONCE):
+        return None
+    if response is not None:
+        code = response[1].get("Error", {}).get("Code") if isinstance(response[1], dict) else None
+        if code in _REFUSED_BEFORE_WORK:
+            return None
+    return False  # first non-None answer of the needs-retry handlers: do not retry
+
+
+def send_marker_deletes_once(client: S3Client) -> None:
+    """Register, once per client, the rule that a marker-writing DeleteObjects is
+    never retried blind by botocore (the more specific event runs first)."""
+    events = client.meta.events
+    events.register(
+        "before-parameter-build.s3.DeleteObjects", _mark_marker_deletes, unique_id="bmxgc-mark-marker-deletes"
+    )
+    # The stubs type handlers as returning None; needs-retry handlers answer (False: no retry).
+    no_retry: Any = _no_blind_retry
+    events.register("needs-retry.s3.DeleteObjects", no_retry, unique_id="bmxgc-no-blind-retry")
 
 
 def describe_error(exc: Exception, action: str) -> ServiceError:
@@ -301,6 +346,11 @@ def delete_batch(
 ) -> DeleteOutcome:
     """One DeleteObjects request for up to 1,000 ``(key, version_id, etag)``.
 
+    A request that writes delete markers is sent once, never retried blind by
+    botocore (see ``_no_blind_retry``); RequestInDoubt says that S3 may or may
+    not have carried it out, and the caller must find out from live state.
+    Removing versions by id is idempotent and keeps botocore's retries.
+
     Without a version id S3 writes a delete marker (reversible); with one it
     removes exactly that version (undo uses this on the markers it wrote).
     With an ETag, S3 deletes only if the current version still has it (real
@@ -309,6 +359,7 @@ def delete_batch(
     """
     if len(objects) > MAX_KEYS_PER_REQUEST:
         raise ValueError(f"at most {MAX_KEYS_PER_REQUEST} keys per DeleteObjects request")
+    send_marker_deletes_once(client)  # a client made elsewhere (tests, the API) too
     entries: list[Any] = []
     for key, version_id, etag in objects:
         entry: dict[str, str] = {"Key": key}
@@ -319,8 +370,15 @@ def delete_batch(
         entries.append(entry)
     try:
         answer = client.delete_objects(Bucket=bucket, Delete={"Objects": entries, "Quiet": False})
-    except (ClientError, BotoCoreError) as exc:
-        raise describe_error(exc, f"DeleteObjects in bucket {bucket}") from None
+    except ClientError as exc:
+        error = describe_error(exc, f"DeleteObjects in bucket {bucket}")
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if status >= 500:
+            raise RequestInDoubt(str(error)) from None
+        raise error from None
+    except BotoCoreError as exc:
+        # No answer (timeout, connection lost): S3 may have done it or not.
+        raise RequestInDoubt(str(describe_error(exc, f"DeleteObjects in bucket {bucket}"))) from None
     deleted = [
         (d["Key"], d.get("VersionId"), d.get("DeleteMarkerVersionId")) for d in answer.get("Deleted", [])
     ]

@@ -7,8 +7,9 @@ from typing import Any
 
 from bmxgc.drift import group_by_key
 from bmxgc.model import Receipt
-from bmxgc.restore import Restore, plan_undo
-from support import version
+from bmxgc.restore import Restore, Window, apply_window, plan_undo
+from support import NOW, version
+from datetime import timedelta
 
 
 def receipt(
@@ -34,12 +35,21 @@ def receipt(
     )
 
 
+def decide(r: Receipt, rows: Any) -> Any:
+    return plan_undo(r, rows, WINDOW)
+
+
 def live(*rows: Any) -> Any:
     return group_by_key(rows, {r.key for r in rows})
 
 
+# The apply of these receipts started at support.NOW (12:00:00) and never finished.
+WINDOW = apply_window(receipt(), now=NOW + timedelta(minutes=5))
+IN_APPLY = timedelta(0)  # a row written when the apply ran (age from NOW)
+
+
 def test_plan_undo_marker_still_latest_is_restored() -> None:
-    decided = plan_undo(
+    decided = decide(
         receipt(deleted=[("books/a", "v1", "m1")]),
         live(version("books/a", vid="m1", marker=True), version("books/a", vid="v1", latest=False)),
     )
@@ -48,13 +58,13 @@ def test_plan_undo_marker_still_latest_is_restored() -> None:
 
 
 def test_plan_undo_marker_gone_counts_as_already_restored() -> None:
-    decided = plan_undo(receipt(deleted=[("books/a", "v1", "m1")]), live(version("books/a", vid="v1")))
+    decided = decide(receipt(deleted=[("books/a", "v1", "m1")]), live(version("books/a", vid="v1")))
     assert decided.restores == []
     assert decided.already_restored == ["books/a"]
 
 
 def test_plan_undo_newer_version_since_is_left_alone_and_reported() -> None:
-    decided = plan_undo(
+    decided = decide(
         receipt(deleted=[("books/a", "v1", "m1")]),
         live(
             version("books/a", vid="v2"),
@@ -68,15 +78,15 @@ def test_plan_undo_newer_version_since_is_left_alone_and_reported() -> None:
 
 
 def test_plan_undo_crash_mid_batch_restores_marker_on_planned_version() -> None:
-    decided = plan_undo(
+    decided = decide(
         receipt(pending=[[("books/a", "v1")]]),
-        live(version("books/a", vid="m9", marker=True), version("books/a", vid="v1", latest=False)),
+        live(version("books/a", vid="m9", marker=True, age=IN_APPLY), version("books/a", vid="v1", latest=False)),
     )
     assert decided.restores == [Restore("books/a", "m9", "v1")]
 
 
 def test_plan_undo_crash_before_request_landed_nothing_to_restore() -> None:
-    decided = plan_undo(receipt(pending=[[("books/a", "v1")]]), live(version("books/a", vid="v1")))
+    decided = decide(receipt(pending=[[("books/a", "v1")]]), live(version("books/a", vid="v1")))
     assert decided.restores == [] and decided.skips == []
     assert decided.already_restored == ["books/a"]
 
@@ -87,21 +97,21 @@ def test_plan_undo_crash_then_reupload_left_alone() -> None:
         version("books/a", vid="v2", latest=False),
         version("books/a", vid="v1", latest=False),
     )
-    decided = plan_undo(receipt(pending=[[("books/a", "v1")]]), live(*rows))
+    decided = decide(receipt(pending=[[("books/a", "v1")]]), live(*rows))
     assert decided.restores == []
     assert [s.key for s in decided.skips] == ["books/a"]
 
 
 def test_plan_undo_pending_key_already_recorded_is_not_doubled() -> None:
     rows = (version("books/a", vid="m1", marker=True), version("books/a", vid="v1", latest=False))
-    decided = plan_undo(
+    decided = decide(
         receipt(deleted=[("books/a", "v1", "m1")], pending=[[("books/a", "v1")]]), live(*rows)
     )
     assert decided.restores == [Restore("books/a", "m1", "v1")]
 
 
 def test_plan_undo_pending_key_with_no_version_left_is_skipped() -> None:
-    decided = plan_undo(receipt(pending=[[("books/a", "v1")]]), {})
+    decided = decide(receipt(pending=[[("books/a", "v1")]]), {})
     assert [s.key for s in decided.skips] == ["books/a"]
     assert decided.restores == []
 
@@ -109,14 +119,20 @@ def test_plan_undo_pending_key_with_no_version_left_is_skipped() -> None:
 def test_plan_undo_pending_key_restored_by_earlier_run_keeps_a_later_delete() -> None:
     # A first undo restored the crash-time key; someone deleted it again since.
     # That marker is theirs: a second undo must not remove it.
-    rows = (version("books/a", vid="m7", marker=True), version("books/a", vid="v1", latest=False))
-    decided = plan_undo(receipt(pending=[[("books/a", "v1")]]), live(*rows), restored_before={"books/a"})
-    assert decided.restores == []
-    assert decided.already_restored == ["books/a"]
+    # That marker is written after the apply's window: it is left alone, and
+    # reported, since the object is deleted (not "already restored").
+    rows = (
+        version("books/a", vid="m7", marker=True, age=-timedelta(hours=2)),
+        version("books/a", vid="v1", latest=False),
+    )
+    decided = decide(receipt(pending=[[("books/a", "v1")]]), live(*rows))
+    assert decided.restores == [] and decided.already_restored == []
+    [skip] = decided.skips
+    assert skip.still_deleted and "m7" in skip.reason and "outside the apply's time window" in skip.reason
 
 
 def test_plan_undo_deleted_again_since_is_reported_as_such() -> None:
-    decided = plan_undo(
+    decided = decide(
         receipt(deleted=[("books/a", "v1", "m1")]),
         live(
             version("books/a", vid="m2", marker=True),
@@ -127,3 +143,75 @@ def test_plan_undo_deleted_again_since_is_reported_as_such() -> None:
     assert decided.restores == []
     [skip] = decided.skips
     assert "deleted again since" in skip.reason and "m2" in skip.reason
+
+
+def test_plan_undo_recorded_marker_and_every_marker_beneath_it_are_removed() -> None:
+    # A request S3 did twice: m1 beneath m2, the receipt names m2.
+    rows = (
+        version("books/a", vid="m2", marker=True, age=IN_APPLY),
+        version("books/a", vid="m1", marker=True, latest=False, age=IN_APPLY),
+        version("books/a", vid="v1", latest=False),
+    )
+    decided = decide(receipt(deleted=[("books/a", "v1", "m2")]), live(*rows))
+    assert decided.restores == [Restore("books/a", "m2", "v1", ("m1",))]
+    assert decided.restores[0].markers == ("m2", "m1")
+
+
+def test_plan_undo_recorded_marker_gone_but_another_stacked_is_not_already_restored() -> None:
+    # An older undo removed only the recorded marker: the one beneath still hides v1.
+    rows = (
+        version("books/a", vid="m1", marker=True, age=IN_APPLY),
+        version("books/a", vid="v1", latest=False),
+    )
+    decided = decide(receipt(deleted=[("books/a", "v1", "m2")]), live(*rows))
+    assert decided.restores == [Restore("books/a", "m1", "v1")]
+    assert decided.already_restored == []
+
+
+def test_plan_undo_error_keys_are_judged_from_live_state() -> None:
+    rows = (
+        version("books/a", vid="m1", marker=True, age=IN_APPLY),
+        version("books/a", vid="v1", latest=False),
+        version("books/b", vid="w1"),
+    )
+    decided = decide(receipt(errors=["books/a", "books/b"]), live(*rows))
+    assert decided.restores == [Restore("books/a", "m1", "v1")]
+    assert decided.already_restored == ["books/b"]
+
+
+def test_plan_undo_marker_outside_window_is_left_alone_and_counts_as_deleted() -> None:
+    rows = (
+        version("books/a", vid="m0", marker=True, age=timedelta(days=1)),
+        version("books/a", vid="v1", latest=False, age=timedelta(days=2)),
+    )
+    decided = decide(receipt(pending=[[("books/a", "v1")]]), live(*rows))
+    assert decided.restores == []
+    [skip] = decided.skips
+    assert skip.still_deleted and "m0" in skip.reason
+
+
+def test_plan_undo_window_allows_clock_skew() -> None:
+    # S3's clock 10 minutes behind this host's: still the apply's marker.
+    rows = (
+        version("books/a", vid="m1", marker=True, age=timedelta(minutes=10)),
+        version("books/a", vid="v1", latest=False, age=timedelta(days=2)),
+    )
+    decided = decide(receipt(pending=[[("books/a", "v1")]]), live(*rows))
+    assert decided.restores == [Restore("books/a", "m1", "v1")]
+
+
+def test_apply_window_of_a_crashed_apply_ends_at_its_first_undo() -> None:
+    first_undo = NOW + timedelta(minutes=30)
+    window = apply_window(receipt(), now=NOW + timedelta(days=1), first_undo=first_undo)
+    assert window == Window(NOW - timedelta(minutes=15), first_undo + timedelta(minutes=15))
+
+
+def test_plan_undo_marker_on_top_of_the_recorded_one_in_the_apply_window_is_apply_s() -> None:
+    # A request S3 carried out after apply had given up on its answer and sent the key again.
+    rows = (
+        version("books/a", vid="m3", marker=True, age=IN_APPLY),
+        version("books/a", vid="m2", marker=True, latest=False, age=IN_APPLY),
+        version("books/a", vid="v1", latest=False),
+    )
+    decided = decide(receipt(deleted=[("books/a", "v1", "m2")]), live(*rows))
+    assert decided.restores == [Restore("books/a", "m3", "v1", ("m2",))]

@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 
 from bmxgc import gates, lock, s3
 from bmxgc.config import Config, ReferenceSource
-from bmxgc.drift import find_drift, group_by_key
+from bmxgc.drift import KeyHistory, find_drift, group_by_key, markers_above
 from bmxgc.errors import DriftError, GateRefused, PartialFailure, ServiceError
+from bmxgc.live import live_histories
 from bmxgc.model import (
     DeletedEntry,
     KeyFailure,
@@ -170,6 +171,11 @@ def _consent_summary(plan: Plan) -> str:
     )
 
 
+# Sends of one batch at most: the first, and resends of the keys S3's listing
+# shows were not deleted after a lost answer or a server error.
+MAX_SENDS = 3
+
+
 def _delete_all(
     client: s3.S3Client, plan: Plan, journal: Journal, progress: DeleteProgress | None
 ) -> None:
@@ -178,10 +184,7 @@ def _delete_all(
     try:
         for start in range(0, len(orphans), s3.MAX_KEYS_PER_REQUEST):
             batch = orphans[start : start + s3.MAX_KEYS_PER_REQUEST]
-            journal.intend(batch)
-            outcome = s3.delete_batch(client, plan.bucket, [(o.key, None, o.etag) for o in batch])
-            deleted, errors = _outcome_entries(batch, outcome)
-            journal.record(deleted, errors)
+            _delete_batch(client, plan, journal, batch)
             done += len(batch)
             if progress is not None:
                 progress(done, len(orphans))
@@ -192,21 +195,98 @@ def _delete_all(
     journal.finish()
 
 
+def _delete_batch(client: s3.S3Client, plan: Plan, journal: Journal, batch: Sequence[ObjectVersion]) -> None:
+    """One DeleteObjects for the batch, sent once (never retried blind: done
+    twice, it stacks two markers per key). When the answer is lost, is a server
+    error, or leaves a key in doubt, S3's listing says what happened to each
+    key: deleted keys are recorded with their marker, keys still current are
+    sent again (intent journaled first), up to MAX_SENDS requests in all."""
+    todo = list(batch)
+    for send in range(1, MAX_SENDS + 1):
+        journal.intend(todo)
+        failure: str | None = None
+        try:
+            outcome = s3.delete_batch(client, plan.bucket, [(o.key, None, o.etag) for o in todo])
+        except s3.RequestInDoubt as exc:
+            failure = str(exc)
+            deleted: list[DeletedEntry] = []
+            errors: list[KeyFailure] = []
+            unsure: list[ObjectVersion] = todo
+        else:
+            deleted, errors, unsure = _outcome_entries(todo, outcome)
+        not_deleted: list[ObjectVersion] = []
+        if unsure:
+            found, not_deleted, odd = _look_up(client, plan, unsure)
+            deleted += found
+            errors += odd
+        if not_deleted and send < MAX_SENDS:
+            journal.record(deleted, errors)
+            todo = not_deleted
+            continue
+        why = failure or "S3 reported neither a delete marker nor an error"
+        errors += [
+            KeyFailure(
+                key=o.key,
+                version_id=o.version_id,
+                code="NotDeleted",
+                message=f"still current after {send} DeleteObjects request(s); last: {why}",
+            )
+            for o in not_deleted
+        ]
+        journal.record(deleted, errors)
+        return
+
+
+def _look_up(
+    client: s3.S3Client, plan: Plan, unsure: Sequence[ObjectVersion]
+) -> tuple[list[DeletedEntry], list[ObjectVersion], list[KeyFailure]]:
+    """What S3 did to keys whose answer is unknown: deleted (marker(s) on the
+    planned version: recorded with the latest marker; undo removes every one
+    stacked there), not deleted (the planned version is still current), or
+    neither (an error for the key: undo judges it from live state)."""
+    hint = plan.stats.versions_listed + len(plan.orphans) if plan.stats.versions_listed else None
+    live = live_histories(client, plan.bucket, plan.prefix, {o.key for o in unsure}, hint)
+    deleted: list[DeletedEntry] = []
+    not_deleted: list[ObjectVersion] = []
+    errors: list[KeyFailure] = []
+    for o in unsure:
+        history = live.get(o.key, KeyHistory())
+        above = markers_above(history, o.version_id)
+        latest = history.latest
+        if above is not None and latest is not None and latest.version_id == o.version_id:
+            not_deleted.append(o)
+        elif above and latest is not None and latest.is_delete_marker and latest.version_id == above[0].version_id:
+            deleted.append(DeletedEntry(key=o.key, version_id=o.version_id, delete_marker_version_id=latest.version_id))
+        else:
+            now = "no version" if latest is None else f"latest {'delete marker' if latest.is_delete_marker else 'version'} {latest.version_id}"
+            errors.append(
+                KeyFailure(
+                    key=o.key,
+                    version_id=o.version_id,
+                    code="Unverified",
+                    message=f"after a DeleteObjects in doubt, S3 shows {now}, not the planned version or a marker on it",
+                )
+            )
+    return deleted, not_deleted, errors
+
+
 def _outcome_entries(
     batch: Sequence[ObjectVersion], outcome: s3.DeleteOutcome
-) -> tuple[list[DeletedEntry], list[KeyFailure]]:
+) -> tuple[list[DeletedEntry], list[KeyFailure], list[ObjectVersion]]:
+    """S3's answer, key by key: deleted with a marker id, failed, and in doubt.
+    In doubt: a ``Deleted`` entry without ``DeleteMarkerVersionId`` (Ceph answers
+    so when the latest is already a marker) or a key S3 did not mention; the
+    caller looks those up in S3's listing."""
     by_key = {o.key: o for o in batch}
     deleted = [
         DeletedEntry(key=key, version_id=by_key[key].version_id, delete_marker_version_id=marker)
         for key, _sent, marker in outcome.deleted
         if key in by_key and marker
     ]
-    errors = [KeyFailure(key=key, code=code, message=message) for key, code, message in outcome.errors]
-    answered = {d.key for d in deleted} | {e.key for e in errors}
-    # A key S3 neither deleted with a marker nor reported as failed is a doubt.
-    errors += [
-        KeyFailure(key=o.key, code="NoDeleteMarker", message="S3 did not report a delete marker")
-        for o in batch
-        if o.key not in answered
+    errors = [
+        KeyFailure(key=key, code=code, message=message, version_id=by_key[key].version_id if key in by_key else None)
+        for key, code, message in outcome.errors
     ]
-    return deleted, errors
+    answered = {d.key for d in deleted} | {e.key for e in errors}
+    unsure = [o for o in batch if o.key not in answered]
+    return deleted, errors, unsure
