@@ -419,3 +419,32 @@ def test_apply_whose_receipt_cannot_be_written_deletes_nothing_and_leaves_no_tem
     assert _leftovers(world.plans_dir) == [plan.name]
     assert world.snapshot() == before
     assert world.lock_keys() == []
+
+
+def test_a_copy_applied_and_undone_while_this_apply_waited_for_the_lock_is_refused_under_it(world: World) -> None:
+    # Two copies of one plan, applied at the same time: the second apply passes
+    # the plan_hash check before it takes the lock; meanwhile the first copy is
+    # applied and undone (the objects are current again, so drift sees
+    # nothing). Under the lock the check must run again.
+    from bmxgc.errors import GateRefused
+
+    plan = world.plan()
+    copy = world.root / "copy-of-the-plan.json"
+    shutil.copyfile(plan, copy)
+    client = world.s3_client()
+    raced: list[str] = []
+
+    def before_lock_put(params: Any, **_kw: Any) -> None:
+        if params.get("Key", "").startswith(".bmxgc/") and not raced:
+            raced.append(params["Key"])
+            world.apply(copy)
+            world.undo()
+
+    client.meta.events.register("before-parameter-build.s3.PutObject", before_lock_put)
+    world.assert_orphans_restored()
+    with pytest.raises(GateRefused) as refused:
+        world.apply(plan, client=client)
+    assert raced, "the race was not staged: no lock was taken"
+    assert refused.value.gate == "integrity" and "applied before" in str(refused.value)
+    world.assert_orphans_restored()
+    assert not world.receipt_path(plan).exists()

@@ -92,6 +92,9 @@ def apply(
                 raise GateRefused("consent", "apply cancelled: only 'yes' approves")
             # Time passed at the prompt: look again just before deleting.
             _check_drift(client, plan, database_url, sources, config=config, limits=limits, min_age=min_age, now=now)
+        # Again under the lock: a copy of this plan may have been applied (and
+        # undone) while this apply waited for it.
+        check_not_applied(store, plan.plan_hash, receipt_name)
         undo_days = s3.noncurrent_expiry_days(client, plan.bucket, plan.prefix)
         undo_until = rfc3339(utc_now() + timedelta(days=undo_days)) if undo_days is not None else None
         journal = Journal.create(
