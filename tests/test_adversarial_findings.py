@@ -1,0 +1,380 @@
+"""Adversarial review of the issue-10 changes (62c5f74..36a6501): what still
+goes wrong, against moto's S3 server over HTTP, SQLite and the real CLI.
+
+Every test here fails on today's code and is marked
+``xfail(strict=True)``: the suite stays green, and the day a fix lands the
+test passes, strict xfail turns that into a failure, and the fixer removes the
+mark. Ordered by severity (see each reason).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from apply_support import (  # noqa: F401 (fixtures)
+    PREFIX,
+    World,
+    build_world,
+    fast_boto_clients,
+    world,
+)
+from support import write_toml
+
+
+def _unexpected(output: str) -> bool:
+    return "unexpected" in output or "Traceback" in output or "report it" in output
+
+
+# --------------------------------------------------------------------------- undo
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="wrong action (no data loss): a second undo of receipt A reverts a later, reviewed apply B "
+    "of the same keys when B ran within 15 minutes of A's end (regression: 62c5f74 skipped keys an "
+    "earlier undo run restored)",
+)
+def test_second_undo_does_not_revert_a_later_apply(world: World, cli: Any) -> None:
+    """docs/apply-and-undo.md: 'A second undo after a complete one restores
+    nothing, changes nothing and exits 0.' The operator applies plan A, undoes
+    it, plans again and applies B (same orphans), then runs the undo of A again
+    (shell history, a script that makes sure A is undone). A's recorded markers
+    are gone, so undo treats B's markers as 'apply A's, marker never learned',
+    and they fall in A's window (finished_at + 15 min skew): B is silently
+    reverted, exit 0, '6 restored'; B's receipt still says complete and
+    'bmxgc undo B' then says 'already restored'."""
+    plan_a = world.plan()
+    assert cli("-c", world.config_path, "apply", plan_a, "--auto-approve").code == 0
+    receipt_a = world.receipt_path(plan_a)
+    assert cli("-c", world.config_path, "undo", receipt_a, "--auto-approve").code == 0
+    time.sleep(1.1)  # plan names have whole seconds
+    plan_b = world.plan()
+    assert plan_b != plan_a
+    assert cli("-c", world.config_path, "apply", plan_b, "--auto-approve").code == 0
+    after_b = world.snapshot()
+    assert all(world.current(k) is None for k in world.orphan_keys)
+
+    again = cli("-c", world.config_path, "undo", receipt_a, "--auto-approve")
+
+    assert world.snapshot() == after_b, "the second undo of A changed the bucket: it reverted apply B"
+    assert all(world.current(k) is None for k in world.orphan_keys)
+    assert "0 restored" in again.out, again.output
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="wrong action on a hand-edited receipt: undo removes a delete marker outside the receipt's "
+    "prefix (and outside the lock it holds) when it lists a few keys one by one",
+)
+def test_edited_receipt_cannot_make_undo_touch_a_key_outside_its_prefix(world: World, cli: Any) -> None:
+    """Receipts are not hashed; undo checks the receipt's bucket and prefix
+    against the config, but not that its keys are under that prefix. With few
+    keys and a large prefix (prefix_versions), undo lists each key by itself
+    (live.py), so a key outside the prefix is found and its marker removed:
+    someone else's delete in listings/ is undone by an undo of books/."""
+    plan = world.plan()
+    assert cli("-c", world.config_path, "apply", plan, "--auto-approve").code == 0
+    outside = "listings/1/cover.jpg"
+    world.bucket.delete(outside)  # someone else's delete, in another prefix, seconds later
+    receipt = world.receipt_path(plan)
+    doc = json.loads(receipt.read_text(encoding="utf-8"))
+    doc["deleted"].append(
+        {"key": outside, "version_id": world.original[outside]["version_id"], "delete_marker_version_id": "x"}
+    )
+    doc["prefix_versions"] = 1_000_000  # a large prefix (or edited): per-key listing
+    receipt.chmod(0o644)
+    receipt.write_text(json.dumps(doc), encoding="utf-8")
+
+    undone = cli("-c", world.config_path, "undo", receipt, "--auto-approve")
+
+    assert world.current(outside) is None, f"undo restored {outside}, outside {PREFIX}: {undone.output}"
+    assert undone.code != 0, undone.output  # a receipt naming a key outside its prefix is refused
+    assert outside in undone.output
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+PRESIGNED_TOKEN = "IQoJb3JpZ2luX2VjEXAMPLEsessionTOKEN"
+PRESIGNED_SIGNATURE = "0123456789abcdefSIGNATURE"
+URL_PASSWORD = "hunter2-url-password"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="secret leak: near-miss references are copied verbatim into the plan (near_misses, warnings) "
+    "and printed by plan and apply: a URL's password and a presigned URL's session token and signature",
+)
+def test_near_miss_references_do_not_copy_url_credentials_into_the_plan(
+    bucket: Any, sqlite_db: Any, tmp_path: Path, cli: Any
+) -> None:
+    """The app stored presigned URLs (they expire: broken links, the very
+    near miss the gate is for) and a CDN URL with a user and password. Plans
+    are committed for review in pull requests; endpoint_url and database.url
+    passwords are redacted everywhere, these are not."""
+    w = build_world(bucket, sqlite_db, tmp_path)
+    presigned = (
+        f"https://{w.name}.s3.amazonaws.com/{w.orphan_keys[0]}?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+        "&X-Amz-Credential=ASIAEXAMPLE%2F20261130%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261130T000000Z"
+        f"&X-Amz-Expires=604800&X-Amz-Security-Token={PRESIGNED_TOKEN}&X-Amz-Signature={PRESIGNED_SIGNATURE}"
+    )
+    with_password = f"https://cdn-user:{URL_PASSWORD}@cdn.example.com/{w.orphan_keys[1]}"
+    urls = sqlite_db.table([presigned, with_password])
+    w.doc["references"].append({"name": "image_urls", "query": f"SELECT s3_key FROM {urls}", "keys": ["{value}"]})
+    write_toml(w.config_path, w.doc)
+
+    planned = cli("-c", w.config_path, "plan")
+    plan_path = sorted(w.plans_dir.glob("*.json"))[-1]
+    applied = cli("-c", w.config_path, "apply", plan_path, "--auto-approve")
+    assert applied.code == 3, applied.output  # the near misses are still refused
+    assert "near miss" in planned.output
+    for secret in (PRESIGNED_TOKEN, PRESIGNED_SIGNATURE, URL_PASSWORD):
+        assert secret not in plan_path.read_text(encoding="utf-8"), f"{secret} is in the plan file"
+        assert secret not in planned.output, f"{secret} printed by plan"
+        assert secret not in applied.output, f"{secret} printed by apply"
+
+
+# --------------------------------------------------------------------------- false refusals
+
+
+def _json_world(bucket: Any, sqlite_db: Any, tmp_path: Path, query_kind: str) -> World:
+    """The usual world, but the app keeps each book's image keys in a JSON
+    array column (read with json_each), or in an FTS5 table."""
+    w = build_world(bucket, sqlite_db, tmp_path)
+    with sqlite3.connect(sqlite_db.url.removeprefix("sqlite:///")) as conn:
+        if query_kind == "json_each":
+            conn.execute("CREATE TABLE books_json (id INTEGER PRIMARY KEY, images TEXT)")
+            conn.executemany(
+                "INSERT INTO books_json (images) VALUES (?)",
+                [(json.dumps(w.live_values[i : i + 3]),) for i in range(0, len(w.live_values), 3)],
+            )
+            query = "SELECT j.value FROM books_json AS b, json_each(b.images) AS j"
+        else:
+            conn.execute("CREATE VIRTUAL TABLE images_fts USING fts5(s3_key)")
+            conn.executemany("INSERT INTO images_fts (s3_key) VALUES (?)", [(v,) for v in w.live_values])
+            query = "SELECT s3_key FROM images_fts"
+    conn.close()
+    w.doc["references"] = [{"name": "book_images", "query": query, "keys": ["books/{value}"]}]
+    write_toml(w.config_path, w.doc)
+    return w
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="false refusal (regression): the SQLite authorizer denies reading table-valued functions "
+    "(json_each, json_tree) and virtual tables (FTS5): 'vtable constructor failed'; 62c5f74 planned them",
+)
+@pytest.mark.parametrize("query_kind", ["json_each", "fts5"])
+def test_sqlite_reference_query_reading_json_each_or_fts5_still_plans(
+    bucket: Any, sqlite_db: Any, tmp_path: Path, cli: Any, query_kind: str
+) -> None:
+    """Declaring a virtual table's columns is an internal write to
+    sqlite_master (SQLITE_UPDATE) that the authorizer denies; the query is a
+    plain read and mode=ro / query_only already keep the file unwritten."""
+    w = _json_world(bucket, sqlite_db, tmp_path, query_kind)
+    planned = cli("-c", w.config_path, "plan")
+    assert planned.code == 0, planned.output
+    plan = json.loads(sorted(w.plans_dir.glob("*.json"))[-1].read_text(encoding="utf-8"))
+    assert sorted(o["key"] for o in plan["orphans"]) == sorted(w.orphan_keys)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="false refusal: an s3:// URL naming another bucket is taken for a near miss of a key of this "
+    "bucket; apply refuses, and the only way out switches off near-miss detection altogether",
+)
+def test_reference_to_the_same_key_in_another_bucket_is_not_a_near_miss(
+    bucket: Any, sqlite_db: Any, tmp_path: Path, cli: Any
+) -> None:
+    """The app also records where each original is archived:
+    s3://bluemoxon-archive/books/900000/image_00.webp. That names another
+    bucket explicitly; the object books/900000/image_00.webp of this bucket is
+    still unreferenced. Plan calls it a 'url' near miss and apply refuses."""
+    w = build_world(bucket, sqlite_db, tmp_path)
+    archive = sqlite_db.table([f"s3://bluemoxon-archive/{key}" for key in w.orphan_keys[:2]])
+    w.doc["references"].append(
+        {"name": "archived_originals", "query": f"SELECT s3_key FROM {archive}", "keys": ["{value}"]}
+    )
+    write_toml(w.config_path, w.doc)
+    planned = cli("-c", w.config_path, "plan")
+    assert planned.code == 0, planned.output
+    plan_path = sorted(w.plans_dir.glob("*.json"))[-1]
+    assert "near miss" not in planned.output
+    applied = cli("-c", w.config_path, "apply", plan_path, "--auto-approve")
+    assert applied.code == 0, applied.output
+
+
+# --------------------------------------------------------------------------- crashes
+
+
+def _put_lock(w: World, holder: dict[str, str]) -> str:
+    from bmxgc.lock import lock_key
+
+    key = lock_key(PREFIX)
+    w.client.put_object(Bucket=w.name, Key=key, Body=json.dumps(holder).encode("utf-8"))
+    return key
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="crash: a lock body with a time or pid out of range makes apply and unlock fail with "
+    "'unexpected OverflowError ... report it'; unlock cannot break that lock at all",
+)
+@pytest.mark.parametrize(
+    "holder",
+    [
+        # Valid RFC 3339, but before year 1 once converted to UTC.
+        {"user": "u", "host": "elsewhere", "pid": "1", "command": "apply", "acquired_at": "0001-01-01T00:00:00+01:00"},
+        # A pid of this host too large for os.kill.
+        {"user": "u", "host": socket.gethostname(), "pid": "9" * 30, "command": "apply", "acquired_at": "2026-11-30T00:00:00Z"},
+    ],
+    ids=["time-before-year-1", "pid-too-large"],
+)
+def test_unlock_breaks_a_lock_whose_body_is_out_of_range(world: World, cli: Any, holder: dict[str, str]) -> None:
+    """Issue 10 item 14: a malformed lock body is a named error, never
+    'unexpected … report it', and unlock can break it."""
+    plan = world.plan()
+    start = world.snapshot()
+    key = _put_lock(world, holder)
+    applied = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+    assert applied.code == 3, applied.output
+    assert not _unexpected(applied.output), applied.output
+    assert world.snapshot() == start
+    unlocked = cli("-c", world.config_path, "unlock", "--auto-approve")
+    assert not _unexpected(unlocked.output), unlocked.output
+    assert unlocked.code == 0, unlocked.output
+    assert key not in world.lock_keys()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="crash: receipt times the strict model accepts (year 1, year 9999) crash undo with "
+    "'unexpected OverflowError ... report it' when the 15-minute skew is applied",
+)
+@pytest.mark.parametrize(
+    "times",
+    [{"started_at": "0001-01-01T00:00:00Z"}, {"finished_at": "9999-12-31T23:59:59Z"}],
+    ids=["started-year-1", "finished-year-9999"],
+)
+def test_undo_of_a_receipt_with_extreme_times_is_a_named_error(world: World, cli: Any, times: dict[str, str]) -> None:
+    plan = world.plan()
+    assert cli("-c", world.config_path, "apply", plan, "--auto-approve").code == 0
+    receipt = world.receipt_path(plan)
+    doc = json.loads(receipt.read_text(encoding="utf-8"))
+    doc.update(times)
+    receipt.chmod(0o644)
+    receipt.write_text(json.dumps(doc), encoding="utf-8")
+    deleted = world.snapshot()
+    undone = cli("-c", world.config_path, "undo", receipt, "--auto-approve")
+    assert not _unexpected(undone.output), undone.output
+    assert undone.code in (0, 3), undone.output
+    if undone.code == 3:
+        assert world.snapshot() == deleted
+
+
+# --------------------------------------------------------------------------- reports
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="misleading report: when plans_dir fills up between batches, apply exits 1 with only "
+    "'plans_dir: cannot write ...': not that 1,000 objects were deleted, nor the receipt, nor how to undo",
+)
+def test_apply_that_cannot_write_its_receipt_midway_says_what_it_deleted(
+    bucket: Any, sqlite_db: Any, tmp_path: Path, cli: Any
+) -> None:
+    """Two batches (1,000 + 900). The receipt grows with every batch; with a
+    file size limit of 250 kB (a real EFBIG, as a full disk gives ENOSPC) the
+    first batch is deleted and recorded, and writing the second batch's intent
+    fails. A failed S3 request at that point says 'N of M objects were deleted
+    before this (receipt …); run bmxgc undo …'; a failed receipt write says
+    nothing of the kind, so the operator believes nothing happened."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    w = build_world(bucket, sqlite_db, tmp_path, live=2000, orphans=1900, fast=True)
+    plan = w.plan()
+
+    def small_files_only() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (250_000, 250_000))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bmxgc", "-c", str(w.config_path), "apply", str(plan), "--auto-approve"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=small_files_only,
+    )
+    output = proc.stdout + proc.stderr
+    deleted_now = sum(1 for row in w.snapshot() if row[2] and row[3])
+    assert deleted_now == 1000  # the first batch is gone
+    assert proc.returncode == 1, output
+    assert "Traceback" not in output
+    assert "1,000" in output and "deleted" in output, output
+    assert "bmxgc undo" in output and str(w.receipt_path(plan)) in output, output
+    # The receipt on disk is still enough to restore everything.
+    undone = cli("-c", w.config_path, "undo", "--auto-approve")
+    assert undone.code == 0, undone.output
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="false refusal (low): a lock left by bmxgc in a container sharing this host's name (docker "
+    "--network host) is taken for a live holder, since its pid (1 in its own pid namespace) is alive here",
+)
+def test_unlock_does_not_take_another_pid_namespace_for_a_live_holder(world: World, cli: Any) -> None:
+    """bmxgc ran as pid 1 of a container with the host's hostname and was
+    killed; its lock says host=<this host>, pid=1. The pid 1 here is init,
+    which started at boot, before the lock: unlock calls it 'still running on
+    this host' and refuses without --break-live-lock. A lock could say which
+    pid namespace (or boot) its pid belongs to."""
+    from bmxgc.model import rfc3339, utc_now
+
+    key = _put_lock(
+        world,
+        {"user": "root", "host": socket.gethostname(), "pid": "1", "command": "apply", "acquired_at": rfc3339(utc_now())},
+    )
+    unlocked = cli("-c", world.config_path, "unlock", "--auto-approve")
+    assert unlocked.code == 0, unlocked.output
+    assert key not in world.lock_keys()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="crash (low): recover --since a time before year 1000 (or one before year 1 in UTC) fails with "
+    "'unexpected ValidationError/OverflowError ... report it': rfc3339() writes year 1 as '1-01-01…', "
+    "which the new strict UtcTime refuses",
+)
+@pytest.mark.parametrize("since", ["0001-01-01T00:00:00Z", "0999-12-31T00:00:00Z", "0001-01-01T00:00:00+01:00"])
+def test_recover_since_the_beginning_of_time_is_not_an_unexpected_error(world: World, cli: Any, since: str) -> None:
+    """An operator in an incident asks recover to look 'since forever'."""
+    start = world.snapshot()
+    shown = cli("-c", world.config_path, "recover", "--since", since)
+    assert not _unexpected(shown.output), shown.output
+    assert shown.code in (0, 1), shown.output
+    assert world.snapshot() == start
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="crash (low): an undo record whose run time is before year 1 in UTC crashes undo "
+    "('unexpected OverflowError') instead of naming the unreadable record",
+)
+def test_undo_with_an_out_of_range_time_in_its_record_is_a_named_error(world: World, cli: Any) -> None:
+    plan = world.plan()
+    assert cli("-c", world.config_path, "apply", plan, "--auto-approve").code == 0
+    record = world.plans_dir / f"{plan.stem}.undo.json"
+    record.write_text(json.dumps({"format_version": 1, "runs": [{"at": "0001-01-01T00:00:00+01:00"}]}), encoding="utf-8")
+    undone = cli("-c", world.config_path, "undo", world.receipt_path(plan), "--auto-approve")
+    assert not _unexpected(undone.output), undone.output
