@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from bmxgc import __version__
 from bmxgc.config import ReferenceSource, SafetySettings
@@ -237,10 +237,51 @@ NEAR_MISS_EXAMPLES = 3
 _URL = re.compile(r"^(?:https?|s3)://", re.IGNORECASE)
 
 
+# Hosts that name the bucket: <bucket>.s3.<region>.amazonaws.com (virtual-hosted),
+# s3.<region>.amazonaws.com/<bucket>/... (path-style).
+_VIRTUAL_HOSTED = re.compile(r"^(?P<bucket>.+)\.s3[.-](?:[a-z0-9-]+\.)*amazonaws\.com$", re.IGNORECASE)
+_PATH_STYLE = re.compile(r"^s3[.-](?:[a-z0-9-]+\.)*amazonaws\.com$", re.IGNORECASE)
+
+
+def _url_key(parts: SplitResult, bucket: str) -> list[str]:
+    """The keys a URL may name in ``bucket``: none when it names another bucket
+    (then it is a reference to that bucket, not a near miss of this one)."""
+    path = unquote(parts.path).lstrip("/")
+    host = (parts.hostname or "").lower()
+    if parts.scheme.lower() == "s3":
+        return [path] if parts.netloc == bucket else []
+    if (hosted := _VIRTUAL_HOSTED.match(host)) is not None:
+        return [path] if hosted.group("bucket") == bucket else []
+    if _PATH_STYLE.match(host):
+        named, _, key = path.partition("/")
+        return [key] if named == bucket else []
+    # Any other host (a CDN, the app's own domain): its path, and the path
+    # without a first segment naming the bucket.
+    return [path[len(bucket) + 1 :], path] if path.startswith(bucket + "/") else [path]
+
+
+def shown_reference(reference: str) -> str:
+    """A reference as plans and output may show it: a URL without its user,
+    password, query and fragment (a presigned URL's token and signature)."""
+    if not _URL.match(reference.strip()):
+        return reference
+    parts = urlsplit(reference.strip())
+    host = parts.hostname or ""
+    port = f":{parts.port}" if _has_port(parts) else ""
+    hidden = "?..." if parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}{hidden}"
+
+
+def _has_port(parts: SplitResult) -> bool:
+    try:
+        return parts.port is not None
+    except ValueError:
+        return False
+
+
 def _normalised_values(value: str, bucket: str) -> Iterator[tuple[str, list[str]]]:
     """``value`` cleaned of padding, a URL and leading slashes, with the shapes
-    that were removed; for a URL both its path and the path without a first
-    segment naming the bucket."""
+    that were removed."""
     shapes: list[str] = []
     text = value
     if text.strip() != text:
@@ -249,11 +290,10 @@ def _normalised_values(value: str, bucket: str) -> Iterator[tuple[str, list[str]
     candidates = [text]
     if _URL.match(text):
         shapes.append("url")
-        parts = urlsplit(text)
-        path = unquote(parts.path).lstrip("/")
-        candidates = [path]
-        if parts.scheme.lower() != "s3" and path.startswith(bucket + "/"):
-            candidates.insert(0, path[len(bucket) + 1 :])  # path-style URL: /bucket/key
+        try:
+            candidates = _url_key(urlsplit(text), bucket)
+        except ValueError:  # not a URL after all (e.g. a bad port)
+            candidates = []
     for candidate in candidates:
         if candidate.startswith("/") and "url" not in shapes:
             yield candidate.lstrip("/"), [*shapes, "leading_slash"]
@@ -321,7 +361,9 @@ def find_near_misses(
         for reference in sorted(result.keys - found_keys):
             match = _match_near_miss(reference, source.keys, orphan_keys, orphans_by_lower, bucket, prefix)
             if match is not None:
-                misses.append(NearMiss(key=match[0], reference=reference, shape=match[1], source=source.name))
+                misses.append(
+                    NearMiss(key=match[0], reference=shown_reference(reference), shape=match[1], source=source.name)
+                )
     return misses
 
 

@@ -107,11 +107,6 @@ PRESIGNED_SIGNATURE = "0123456789abcdefSIGNATURE"
 URL_PASSWORD = "hunter2-url-password"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="secret leak: near-miss references are copied verbatim into the plan (near_misses, warnings) "
-    "and printed by plan and apply: a URL's password and a presigned URL's session token and signature",
-)
 def test_near_miss_references_do_not_copy_url_credentials_into_the_plan(
     bucket: Any, sqlite_db: Any, tmp_path: Path, cli: Any
 ) -> None:
@@ -185,11 +180,6 @@ def test_sqlite_reference_query_reading_json_each_or_fts5_still_plans(
     assert sorted(o["key"] for o in plan["orphans"]) == sorted(w.orphan_keys)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="false refusal: an s3:// URL naming another bucket is taken for a near miss of a key of this "
-    "bucket; apply refuses, and the only way out switches off near-miss detection altogether",
-)
 def test_reference_to_the_same_key_in_another_bucket_is_not_a_near_miss(
     bucket: Any, sqlite_db: Any, tmp_path: Path, cli: Any
 ) -> None:
