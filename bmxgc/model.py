@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from bmxgc.durations import Duration
 
@@ -280,3 +280,14 @@ class Receipt(_Record):
     pending: list[PendingBatch] = Field(default_factory=list)
     # recover only: the markers it removed (apply's receipts leave it empty).
     restored: list[RestoredEntry] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _keys_under_prefix(self) -> Receipt:
+        # Receipts are not hashed: an edited key outside the prefix would make
+        # undo act outside the lock it holds.
+        keys = [e.key for e in self.deleted] + [e.key for e in self.errors]
+        keys += [k.key for batch in self.pending for k in batch.keys] + [e.key for e in self.restored]
+        outside = next((key for key in keys if not key.startswith(self.prefix)), None)
+        if outside is not None:
+            raise ValueError(f"key {outside!r} is not under the receipt's prefix {self.prefix!r}")
+        return self

@@ -21,7 +21,7 @@ erring toward "already restored" would leave an object deleted, so a key is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -104,7 +104,12 @@ def targets(receipt: Receipt) -> dict[str, tuple[str | None, str | None]]:
     return found
 
 
-def plan_undo(receipt: Receipt, live: Mapping[str, KeyHistory], window: Window) -> RestorePlan:
+def plan_undo(
+    receipt: Receipt, live: Mapping[str, KeyHistory], window: Window, restored_before: Collection[str] = ()
+) -> RestorePlan:
+    """``restored_before``: keys an earlier undo run of this receipt restored.
+    Once a key was restored (or its recorded marker is gone), a marker on it now
+    is a later delete, someone else's (a later apply's), whatever its time."""
     restores: list[Restore] = []
     skips: list[Skip] = []
     already: list[str] = []
@@ -145,6 +150,21 @@ def plan_undo(receipt: Receipt, live: Mapping[str, KeyHistory], window: Window) 
             already.append(key)  # the deleted version is current again (or was never deleted)
             continue
         recorded_at = next((i for i, m in enumerate(above) if m.version_id == recorded), None)
+        recorded_gone = recorded is not None and history.marker(recorded) is None
+        if recorded_gone or (recorded_at is None and key in restored_before):
+            # No clock decides this: after apply's own marker was removed, a
+            # marker on the key is a later delete (a later apply's), even
+            # within the apply's time window.
+            was = f"apply's delete marker {recorded} is gone" if recorded_gone else "an earlier undo restored it"
+            skips.append(
+                Skip(
+                    key,
+                    f"{was} and it was deleted again since (delete marker {latest.version_id}, "
+                    f"{rfc3339(latest.last_modified)}), not by this apply; left alone",
+                    still_deleted=True,
+                )
+            )
+            continue
         if recorded_at is not None:
             # Markers on top of the recorded one are apply's too when written in
             # its window (a request S3 carried out after apply had given up on

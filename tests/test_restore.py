@@ -157,15 +157,19 @@ def test_plan_undo_recorded_marker_and_every_marker_beneath_it_are_removed() -> 
     assert decided.restores[0].markers == ("m2", "m1")
 
 
-def test_plan_undo_recorded_marker_gone_but_another_stacked_is_not_already_restored() -> None:
-    # An older undo removed only the recorded marker: the one beneath still hides v1.
+def test_plan_undo_recorded_marker_gone_and_another_on_the_key_is_left_alone_as_still_deleted() -> None:
+    # Apply's recorded marker was removed (an earlier undo); the marker on v1
+    # now may be a later apply's, written within this apply's time window:
+    # never removed, never "already restored", reported as still deleted.
     rows = (
         version("books/a", vid="m1", marker=True, age=IN_APPLY),
         version("books/a", vid="v1", latest=False),
     )
     decided = decide(receipt(deleted=[("books/a", "v1", "m2")]), live(*rows))
-    assert decided.restores == [Restore("books/a", "m1", "v1")]
+    assert decided.restores == []
     assert decided.already_restored == []
+    assert [(s.key, s.still_deleted) for s in decided.skips] == [("books/a", True)]
+    assert "m2 is gone" in decided.skips[0].reason
 
 
 def test_plan_undo_error_keys_are_judged_from_live_state() -> None:

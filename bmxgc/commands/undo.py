@@ -75,7 +75,7 @@ def undo(
     runs = _earlier_runs(store, record_name)
     window = apply_window(receipt, utc_now(), _first_run_at(runs))
     with lock.held(client, receipt.bucket, receipt.prefix, command="undo", plan_hash=receipt.plan_hash):
-        decided = _decide(client, receipt, window)
+        decided = _decide(client, receipt, window, _restored_keys(runs))
         if decided.restores and not auto_approve:
             if confirm is None:
                 raise GateRefused(
@@ -139,12 +139,23 @@ def _first_run_at(runs: list[Any]) -> datetime | None:
     return min(times) if times else None
 
 
-def _decide(client: s3.S3Client, receipt: Receipt, window: Window) -> RestorePlan:
+def _restored_keys(runs: list[Any]) -> set[str]:
+    """The keys earlier undo runs of this receipt restored."""
+    return {
+        str(entry["key"])
+        for run in runs
+        if isinstance(run, dict) and isinstance(run.get("restored"), list)
+        for entry in run["restored"]
+        if isinstance(entry, dict) and "key" in entry
+    }
+
+
+def _decide(client: s3.S3Client, receipt: Receipt, window: Window, restored_before: set[str]) -> RestorePlan:
     keys = set(targets(receipt))
     # Apply added one delete marker per key it deleted (more where a request was done twice).
     hint = receipt.prefix_versions + len(keys) if receipt.prefix_versions is not None else None
     live = live_histories(client, receipt.bucket, receipt.prefix, keys, hint)
-    return plan_undo(receipt, live, window)
+    return plan_undo(receipt, live, window, restored_before)
 
 
 def _verify(
