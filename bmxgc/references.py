@@ -98,15 +98,20 @@ _SQLITE_SCHEMA_PRAGMAS = frozenset(
     {"table_info", "table_xinfo", "index_list", "index_info", "index_xinfo", "foreign_key_list", "database_list"}
 )
 # PRAGMAs that may be read (no argument): SQLAlchemy reads read_uncommitted.
-_SQLITE_READABLE_PRAGMAS = frozenset({"read_uncommitted", "query_only"})
+_SQLITE_READABLE_PRAGMAS = frozenset({"read_uncommitted", "query_only", "data_version"})
 SQLITE_DENY_HINT = (
     "a reference query may only read (SELECT, WITH ... SELECT); ATTACH, VACUUM, PRAGMA settings, "
     "temp tables and every write are refused: fix the query"
 )
 
 
-def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
+def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, db: str | None, _trigger: str | None) -> int:
     if action in _SQLITE_READING:
+        return sqlite3.SQLITE_OK
+    if action == sqlite3.SQLITE_UPDATE and arg1 == "sqlite_master" and db == "main":
+        # How SQLite declares the columns of a virtual table a query reads
+        # (json_each, FTS5, pragma_table_info): asked, never written. A real
+        # write to the schema still fails: mode=ro and query_only.
         return sqlite3.SQLITE_OK
     if action == sqlite3.SQLITE_PRAGMA and (
         arg1 in _SQLITE_SCHEMA_PRAGMAS or (arg1 in _SQLITE_READABLE_PRAGMAS and arg2 is None)

@@ -153,11 +153,6 @@ def _json_world(bucket: Any, sqlite_db: Any, tmp_path: Path, query_kind: str) ->
     return w
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="false refusal (regression): the SQLite authorizer denies reading table-valued functions "
-    "(json_each, json_tree) and virtual tables (FTS5): 'vtable constructor failed'; 62c5f74 planned them",
-)
 @pytest.mark.parametrize("query_kind", ["json_each", "fts5"])
 def test_sqlite_reference_query_reading_json_each_or_fts5_still_plans(
     bucket: Any, sqlite_db: Any, tmp_path: Path, cli: Any, query_kind: str

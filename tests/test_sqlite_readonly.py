@@ -65,8 +65,16 @@ def test_config_query_that_would_create_a_file_fails_clearly(
         "PRAGMA query_only = 0",
         "INSERT INTO {table} (id, s3_key) VALUES (99, 'x') RETURNING s3_key",
         "DELETE FROM {table} RETURNING s3_key",
+        "PRAGMA writable_schema = 1",
     ],
-    ids=["temp-table", "pragma-write", "pragma-query-only-off", "insert-returning", "delete-returning"],
+    ids=[
+        "temp-table",
+        "pragma-write",
+        "pragma-query-only-off",
+        "insert-returning",
+        "delete-returning",
+        "writable-schema",
+    ],
 )
 def test_config_query_that_writes_is_denied_and_the_database_is_unchanged(
     cli: Cli, bucket: Any, sqlite_db: Database, tmp_path: Path, query: str
@@ -78,6 +86,21 @@ def test_config_query_that_writes_is_denied_and_the_database_is_unchanged(
     assert_one_line_error(result, 1, "references 'book_images'", "not authorized")
     assert sqlite_db.rows(table) == [(1, "1/a.webp")]
     assert sqlite_db.execute("PRAGMA user_version") == [(0,)]
+
+
+def test_config_query_that_writes_the_schema_is_refused_by_sqlite(
+    cli: Cli, bucket: Any, sqlite_db: Database, tmp_path: Path
+) -> None:
+    # The authorizer lets SQLite declare a virtual table's columns (an update of
+    # sqlite_master it asks about for json_each or FTS5); a real one still fails.
+    bucket.put("books/1/a.webp")
+    table = sqlite_db.table(["1/a.webp"])
+    schema = sqlite_db.execute("SELECT name, sql FROM sqlite_master ORDER BY name")
+    config = config_with_query(tmp_path, bucket, sqlite_db, "UPDATE sqlite_master SET sql = sql RETURNING name")
+    result = cli("-c", config, "plan")
+    assert_one_line_error(result, 1, "references 'book_images'", "may not be modified")
+    assert sqlite_db.execute("SELECT name, sql FROM sqlite_master ORDER BY name") == schema
+    assert sqlite_db.rows(table) == [(1, "1/a.webp")]
 
 
 def test_reading_queries_still_work_cte_recursive_functions_joins(
