@@ -18,16 +18,36 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# The times a file may hold: none before S3 existed, none so late that adding
+# a margin to it would overflow Python's datetime.
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
 def rfc3339(moment: datetime) -> str:
-    """``2026-11-28T12:00:00Z``: UTC, whole seconds, as SPEC.md writes times."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``2026-11-28T12:00:00Z``: UTC, whole seconds, as SPEC.md writes times
+    (four-digit years: strftime's %Y writes year 999 as '999')."""
+    utc = moment.astimezone(timezone.utc).replace(microsecond=0, tzinfo=None)
+    return utc.isoformat() + "Z"
+
+
+class TimeOutOfRange(ValueError):
+    """A valid time that is not a datetime in UTC (before year 1 or after 9999)."""
+
+    def __init__(self, text: str, early: bool) -> None:
+        super().__init__(f"{text!r} is out of range")
+        self.early = early
 
 
 def parse_rfc3339(text: str) -> datetime:
+    """A time with a zone, in UTC; a ValueError for anything else."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone")
-    return moment.astimezone(timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise TimeOutOfRange(text, early=moment.year == 1) from None
 
 
 _UTC_SECONDS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z", re.ASCII)
@@ -38,9 +58,11 @@ def _utc_time(text: str) -> str:
     try:
         if _UTC_SECONDS.fullmatch(text) is None:
             raise ValueError
-        parse_rfc3339(text)
+        moment = parse_rfc3339(text)
     except ValueError:
         raise ValueError(f"{text[:40]!r} is not an RFC 3339 UTC time like 2026-11-28T12:00:00Z") from None
+    if not EARLIEST <= moment < LATEST:
+        raise ValueError(f"{text!r} is out of range: a time bmxgc wrote is between 1970 and 9000")
     return text
 
 

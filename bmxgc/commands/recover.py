@@ -15,9 +15,12 @@ from bmxgc import __version__, lock, s3
 from bmxgc.config import Config
 from bmxgc.errors import ConfigError, ServiceError
 from bmxgc.model import (
+    EARLIEST,
+    LATEST,
     KeyFailure,
     RecoveryItem,
     RecoveryPlan,
+    TimeOutOfRange,
     RestoredEntry,
     parse_rfc3339,
     rfc3339,
@@ -42,10 +45,17 @@ class RecoverResult:
 
 
 def parse_time(text: str, flag: str) -> datetime:
+    """A time from the command line; one before 1970 (S3 keeps nothing older)
+    means 'since the beginning', so it is read as 1970."""
     try:
-        return parse_rfc3339(text)
+        moment = parse_rfc3339(text)
+    except TimeOutOfRange as exc:
+        moment = EARLIEST if exc.early else LATEST
     except ValueError:
         raise ConfigError(f"{flag}: {text!r} is not an RFC 3339 time; write e.g. 2026-11-28T12:00:00Z") from None
+    if moment >= LATEST:
+        raise ConfigError(f"{flag}: {text!r} is too far in the future; write e.g. 2026-11-28T12:00:00Z")
+    return max(moment, EARLIEST)
 
 
 def recover_scope(config: Config, prefix: str | None, whole_bucket: bool) -> str:
