@@ -256,11 +256,6 @@ def test_undo_of_a_receipt_with_extreme_times_is_a_named_error(world: World, cli
 # --------------------------------------------------------------------------- reports
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="misleading report: when plans_dir fills up between batches, apply exits 1 with only "
-    "'plans_dir: cannot write ...': not that 1,000 objects were deleted, nor the receipt, nor how to undo",
-)
 def test_apply_that_cannot_write_its_receipt_midway_says_what_it_deleted(
     bucket: Any, sqlite_db: Any, tmp_path: Path, cli: Any
 ) -> None:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from bmxgc import gates, lock, s3
 from bmxgc.config import Config, ReferenceSource
 from bmxgc.drift import KeyHistory, find_drift, group_by_key, markers_above
-from bmxgc.errors import DriftError, GateRefused, PartialFailure, ServiceError
+from bmxgc.errors import ConfigError, DriftError, GateRefused, PartialFailure, ServiceError
 from bmxgc.live import live_histories
 from bmxgc.model import (
     DeletedEntry,
@@ -117,6 +117,16 @@ def apply(
                 f"{exc}. {len(journal.receipt.deleted):,} of {len(plan.orphans):,} objects were deleted "
                 f"before this (receipt {journal.location}, status partial); run 'bmxgc undo "
                 f"{journal.location}' to restore them, or plan again and apply to finish",
+                ApplyResult(plan=plan, receipt=journal.receipt, receipt_path=journal.location),
+            ) from None
+        except ConfigError as exc:
+            # The receipt could not be updated (plans_dir full, say). What is on
+            # disk holds every batch's intent, which is all undo needs.
+            raise PartialFailure(
+                f"{exc}. {len(journal.receipt.deleted):,} of {len(plan.orphans):,} objects were deleted "
+                f"before this; the receipt {journal.location} holds every batch that was sent: make room in "
+                f"plans_dir, then run 'bmxgc undo {journal.location}' to restore them, or plan again and apply "
+                "to finish",
                 ApplyResult(plan=plan, receipt=journal.receipt, receipt_path=journal.location),
             ) from None
     result = ApplyResult(plan=plan, receipt=journal.receipt, receipt_path=journal.location)
