@@ -11,18 +11,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from bmxgc.commands.apply import ApplyResult
 from bmxgc.commands.apply import apply as _apply
-from bmxgc.commands.history import HistoryEntry
 from bmxgc.commands.history import history as _history
-from bmxgc.commands.inspect import PlanDiff, diff, summary, verify
-from bmxgc.commands.plan import PlanResult
+from bmxgc.commands.inspect import diff, verify
+from bmxgc.review import PlanDiff, summary
 from bmxgc.commands.plan import plan as _plan
-from bmxgc.commands.recover import RecoverResult
 from bmxgc.commands.recover import recover as _recover
-from bmxgc.commands.undo import UndoResult
 from bmxgc.commands.undo import undo as _undo
 from bmxgc.config import Config, load_config
+from bmxgc.results import ApplyResult, HistoryEntry, PlanResult, RecoverResult, UndoResult
 
 ConfigLike = Config | str | os.PathLike[str] | None
 

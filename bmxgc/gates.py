@@ -12,9 +12,8 @@ from bmxgc.config import Config
 from bmxgc.drift import KeyHistory
 from bmxgc.durations import format_duration, parse_duration
 from bmxgc.errors import ConfigError, GateRefused, Offence
-from bmxgc.model import ObjectVersion, Plan, VersionEntry
+from bmxgc.model import ObjectVersion, Plan, References, VersionEntry
 from bmxgc.planner import find_near_misses, matches_protect, ratio_override
-from bmxgc.references import References
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -16,6 +19,15 @@ FORMAT_VERSION = 1
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def who() -> dict[str, str]:
+    """Who is acting, for receipts and locks: user, host and process id."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return {"user": user, "host": socket.gethostname(), "pid": str(os.getpid())}
 
 
 def rfc3339(moment: datetime) -> str:
@@ -280,3 +292,31 @@ class Receipt(_Record):
     pending: list[PendingBatch] = Field(default_factory=list)
     # recover only: the markers it removed (apply's receipts leave it empty).
     restored: list[RestoredEntry] = Field(default_factory=list)
+
+
+# --- What the database keeps alive (read by references.py, judged by planner and gates) ---
+
+
+@dataclass
+class SourceResult:
+    """What one ``[[references]]`` source gave: its keys and what it skipped."""
+
+    name: str
+    rows: int = 0
+    skipped_null: int = 0
+    skipped_empty: int = 0
+    keys: set[str] = field(default_factory=set)
+
+
+@dataclass
+class References:
+    """All sources' results; ``keys`` is the union of the keys they keep alive."""
+
+    sources: list[SourceResult]
+
+    @property
+    def keys(self) -> set[str]:
+        union: set[str] = set()
+        for source in self.sources:
+            union |= source.keys
+        return union

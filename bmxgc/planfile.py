@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from bmxgc.config import describe_validation_error
 from bmxgc.errors import InputNotFound, PlanFileError
 from bmxgc.model import FORMAT_VERSION, Plan, RecoveryPlan
+from bmxgc.naming import plan_file_name
+from bmxgc.validation import describe_validation_error
 
 HASH_PREFIX = "sha256:"
 
@@ -142,8 +143,7 @@ def _one_item_per_line(items: list[Any]) -> str:
 
 
 def default_file_name(plan: Plan) -> str:
-    stamp = plan.created.strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{plan.plan_hash.removeprefix(HASH_PREFIX)[:12]}.json"
+    return plan_file_name(plan.created, plan.plan_hash)
 
 
 def parse_plan_text(text: str, source: str) -> Plan:

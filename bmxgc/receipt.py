@@ -9,20 +9,16 @@ A batch's intent is stored before its DeleteObjects request is sent.
 from __future__ import annotations
 
 import codecs
-import getpass
 import json
 import logging
 import os
 import re
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
 
-from bmxgc.config import describe_validation_error
 from bmxgc.errors import AlreadyExists, GateRefused, InputNotFound, PlanFileError
 from bmxgc.model import (
     FORMAT_VERSION,
@@ -35,33 +31,14 @@ from bmxgc.model import (
     RestoredEntry,
     rfc3339,
     utc_now,
+    who,
 )
+from bmxgc.naming import RECEIPT_SUFFIX
 from bmxgc.planfile import strict_json
 from bmxgc.store import Store
+from bmxgc.validation import describe_validation_error
 
 log = logging.getLogger("bmxgc")
-
-RECEIPT_SUFFIX = ".receipt.json"
-UNDO_SUFFIX = ".undo.json"
-
-
-def receipt_name_for(plan_location: str) -> str:
-    """``plans/20261128T120000Z-abc.json`` -> ``20261128T120000Z-abc.receipt.json``."""
-    return PurePosixPath(plan_location.replace("\\", "/")).stem + RECEIPT_SUFFIX
-
-
-def undo_record_name(receipt_name: str) -> str:
-    return receipt_name.removesuffix(RECEIPT_SUFFIX) + UNDO_SUFFIX
-
-
-def who() -> dict[str, str]:
-    """Who is acting, for receipts and locks: user, host and process id."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return {"user": user, "host": socket.gethostname(), "pid": str(os.getpid())}
-
 
 def to_json(document: Any) -> str:
     return json.dumps(document, indent=1, ensure_ascii=False) + "\n"

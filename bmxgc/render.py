@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bmxgc.commands.inspect import PlanDiff, summary
 from bmxgc.model import Plan
-
-if TYPE_CHECKING:  # types only: show/verify/diff must not load boto3 or SQLAlchemy
-    from bmxgc.commands.apply import ApplyResult
-    from bmxgc.commands.history import HistoryEntry
-    from bmxgc.commands.recover import RecoverResult
-    from bmxgc.commands.undo import UndoResult
+from bmxgc.results import ApplyResult, HistoryEntry, RecoverResult, UndoResult
+from bmxgc.review import PlanDiff, summary
 
 
 def human_bytes(size: int) -> str:

@@ -189,7 +189,7 @@ NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 
 def references_of(per_source: Iterable[Iterable[str]], *, nulls: int = 0, empties: int = 0) -> Any:
     """A References result (what read_references returns) holding these keys."""
-    from bmxgc.references import References, SourceResult
+    from bmxgc.model import References, SourceResult
 
     sources = []
     for index, keys in enumerate(per_source):

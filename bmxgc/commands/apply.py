@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bmxgc import gates, lock, s3
@@ -27,25 +26,16 @@ from bmxgc.model import (
     utc_now,
 )
 from bmxgc.planfile import parse_plan_text
-from bmxgc.receipt import Journal, check_not_applied, receipt_name_for
+from bmxgc.naming import receipt_name_for
+from bmxgc.receipt import Journal, check_not_applied
 from bmxgc.references import check_connection, read_references, redact_url
+from bmxgc.results import ApplyResult
 from bmxgc.store import plans_store, read_document
 
 # confirm(summary) -> True only if the operator typed "yes".
 Confirm = Callable[[str], bool]
 # progress(deleted so far, total)
 DeleteProgress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    plan: Plan
-    receipt: Receipt
-    receipt_path: str  # a path or an s3:// URL
-
-    @property
-    def deleted(self) -> int:
-        return len(self.receipt.deleted)
 
 
 def apply(

@@ -7,30 +7,15 @@ as usual.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from bmxgc import s3
 from bmxgc.config import Config
 from bmxgc.errors import PlanFileError
 from bmxgc.planfile import parse_plan_text, parse_recovery_plan, strict_json
-from bmxgc.receipt import RECEIPT_SUFFIX, UNDO_SUFFIX, load_receipt
+from bmxgc.naming import RECEIPT_SUFFIX, UNDO_SUFFIX
+from bmxgc.receipt import load_receipt
+from bmxgc.results import HistoryEntry
 from bmxgc.store import Store, plans_store
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    when: str
-    name: str
-    bucket: str
-    prefix: str
-    orphans: int | None  # None when the file cannot be read
-    # planned, applied, partial, in progress, undone, recovery (not run),
-    # recovered, unreadable, receipt unreadable, undo record unreadable
-    state: str
-    applied_by: str = ""
-    # Why a file is unreadable: (file name, reason), for this entry's own file
-    # or its receipt or undo record.
-    problem: tuple[str, str] | None = None
 
 
 def history(config: Config, *, client: s3.S3Client | None = None) -> list[HistoryEntry]:

@@ -8,7 +8,6 @@ writes a receipt of its own.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
 from datetime import datetime
 
 from bmxgc import __version__, lock, s3
@@ -25,20 +24,11 @@ from bmxgc.model import (
 )
 from bmxgc.planfile import PLACEHOLDER_HASH, document, seal
 from bmxgc.planner import spread_sample
-from bmxgc.receipt import RECEIPT_SUFFIX, Journal, to_json
-from bmxgc.recovery import RecoveryScan, find_recoverable
+from bmxgc.naming import receipt_for_plan, recovery_plan_name
+from bmxgc.receipt import Journal, to_json
+from bmxgc.recover_decision import RecoveryScan, find_recoverable
+from bmxgc.results import RecoverResult
 from bmxgc.store import create_once, plans_store
-
-
-@dataclass(frozen=True)
-class RecoverResult:
-    plan: RecoveryPlan
-    plan_location: str
-    nothing_beneath: list[str]
-    applied: bool
-    receipt_location: str | None = None
-    restored: int = 0
-    errors: int = 0
 
 
 def parse_time(text: str, flag: str) -> datetime:
@@ -82,13 +72,13 @@ def recover(
         scan = find_recoverable(s3.list_versions(client, bucket, scope), since, until)
         now = utc_now()
         plan = _recovery_plan(bucket, scope, since, until, scan, now)
-        name = f"{now:%Y%m%dT%H%M%SZ}-recover-{plan.plan_hash.removeprefix('sha256:')[:12]}.json"
+        name = recovery_plan_name(now, plan.plan_hash)
         plan_location = create_once(store, name, to_json(document(plan)), read_only=True)
         if not auto_approve or not plan.restores:
             return RecoverResult(plan, plan_location, scan.nothing_beneath, applied=False)
         journal = Journal.create(
             store,
-            name.removesuffix(".json") + RECEIPT_SUFFIX,
+            receipt_for_plan(name),
             kind="recover",
             plan_hash=plan.plan_hash,
             bucket=bucket,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -13,32 +13,15 @@ from bmxgc.config import Config
 from bmxgc.drift import KeyHistory
 from bmxgc.errors import BmxgcError, GateRefused, PartialFailure, PlanFileError, ServiceError
 from bmxgc.live import live_histories
-from bmxgc.model import Receipt, parse_rfc3339, rfc3339, utc_now
+from bmxgc.model import Receipt, parse_rfc3339, rfc3339, utc_now, who
+from bmxgc.naming import undo_record_name
 from bmxgc.planfile import strict_json
-from bmxgc.receipt import load_receipt, newest_receipt, to_json, undo_record_name, who
-from bmxgc.restore import Restore, RestorePlan, Skip, Window, apply_window, plan_undo, targets
+from bmxgc.receipt import load_receipt, newest_receipt, to_json
+from bmxgc.undo_decision import Restore, RestorePlan, Skip, Window, apply_window, plan_undo, targets
+from bmxgc.results import UndoResult
 from bmxgc.store import Store, open_location, plans_store
 
 Confirm = Callable[[str], bool]
-
-
-@dataclass(frozen=True)
-class UndoResult:
-    receipt_path: str
-    record_path: str
-    restored: list[Restore]  # verified: the deleted version is current again
-    skipped: list[Skip]
-    already_restored: list[str]
-    errors: list[tuple[str, str, str]]  # key, code, message: markers S3 did not remove
-    not_restored: list[tuple[str, str]] = field(default_factory=list)  # key, what S3 shows now
-    record_error: str | None = None  # why the undo record could not be written
-
-    @property
-    def still_deleted(self) -> list[tuple[str, str]]:
-        """Every key undo leaves without its deleted version or a newer real one, and why."""
-        failed = {key: f"{code}: {message}" for key, code, message in self.errors}
-        left = [(key, f"{failed[key]}; {found}" if key in failed else found) for key, found in self.not_restored]
-        return left + [(s.key, s.reason) for s in self.skipped if s.still_deleted]
 
 
 def undo(
