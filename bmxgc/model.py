@@ -244,6 +244,14 @@ class RecoveryItem(_Record):
     stacked_delete_marker_version_ids: list[str] | None = None
 
 
+class RecoveryStats(_Record):
+    versions_listed: Count
+    delete_markers_in_window: Count
+    to_restore: Count
+    nothing_beneath: Count
+    bytes_to_restore: Count
+
+
 class RecoveryPlan(_Record):
     """What ``recover`` would restore: written before anything changes."""
 
@@ -256,7 +264,7 @@ class RecoveryPlan(_Record):
     prefix: str  # "" for --whole-bucket
     since: UtcTime
     until: UtcTime
-    stats: dict[str, Count]
+    stats: RecoveryStats
     sample_keys: list[str]
     restores: list[RecoveryItem]
 
@@ -292,6 +300,53 @@ class Receipt(_Record):
     pending: list[PendingBatch] = Field(default_factory=list)
     # recover only: the markers it removed (apply's receipts leave it empty).
     restored: list[RestoredEntry] = Field(default_factory=list)
+
+
+class UndoRestored(_Record):
+    """A key one undo run made current again, and the markers it removed."""
+
+    key: str
+    version_id: str
+    removed_delete_marker: str
+    removed_stacked_delete_markers: list[str] | None = None
+
+
+class UndoSkipped(_Record):
+    key: str
+    reason: str
+
+
+class UndoNotRestored(_Record):
+    key: str
+    found: str  # what S3 lists as the key's latest after the run
+
+
+class UndoRun(_Record):
+    """One undo run: while it works, ``status`` and the keys it ``intended``;
+    once done, what it restored, left alone and could not restore."""
+
+    at: UtcTime
+    by: dict[str, str]
+    status: Literal["in_progress"] | None = None
+    intended: list[str] | None = None
+    restored: list[UndoRestored] | None = None
+    skipped: list[UndoSkipped] | None = None
+    already_restored: Count | None = None
+    not_restored: list[UndoNotRestored] | None = None
+    errors: list[KeyFailure] | None = None
+
+
+class UndoRecord(_Record):
+    """The log beside a receipt of every undo run of that apply (``STEM.undo.json``).
+    Records written before files said their kind have no ``kind``: read as ``undo``."""
+
+    format_version: FormatVersion
+    kind: Literal["undo"] = "undo"
+    receipt: str
+    plan_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    bucket: str
+    prefix: str
+    runs: list[UndoRun]
 
 
 # --- What the database keeps alive (read by references.py, judged by planner and gates) ---

@@ -34,33 +34,17 @@ from bmxgc.model import (
     who,
 )
 from bmxgc.naming import RECEIPT_SUFFIX
+from bmxgc import planfile
 from bmxgc.planfile import strict_json
 from bmxgc.store import Store
 from bmxgc.validation import describe_validation_error
 
 log = logging.getLogger("bmxgc")
 
-def to_json(document: Any) -> str:
-    return json.dumps(document, indent=1, ensure_ascii=False) + "\n"
-
-
 def parse_receipt(text: str, source: str) -> Receipt:
-    """Read a receipt: ``format_version`` first, then the schema."""
-    try:
-        raw = strict_json(text)
-    except ValueError as exc:
-        raise PlanFileError(f"{source}: not a receipt: {exc}") from None
-    version = raw.get("format_version") if isinstance(raw, dict) else None
-    if type(version) is not int or version != FORMAT_VERSION:
-        raise PlanFileError(
-            f"{source}: unknown receipt format_version {version!r}; use the bmxgc that wrote it"
-        )
-    try:
-        return Receipt.model_validate(raw)
-    except ValidationError as exc:
-        raise PlanFileError(
-            f"{source}: not a valid receipt: {describe_validation_error(exc, unknown='unknown field')}"
-        ) from None
+    """Read a receipt with the one codec: JSON, kind, format_version, schema."""
+    receipt: Receipt = planfile.read(text, source, planfile.RECEIPT)
+    return receipt
 
 
 def load_receipt(store: Store, name: str) -> Receipt:
@@ -279,14 +263,14 @@ class Journal:
             }
         )
         try:
-            store.create(name, to_json(receipt.model_dump(mode="json")))
+            store.create(name, planfile.render(receipt))
         except AlreadyExists:
             raise already_applied(store.location(name)) from None
         return cls(store, name, receipt)
 
     def _update(self, **changes: Any) -> None:
         self.receipt = self.receipt.model_copy(update=changes)
-        self.store.replace(self.name, to_json(self.receipt.model_dump(mode="json")))
+        self.store.replace(self.name, planfile.render(self.receipt))
 
     def intend(self, batch: Sequence[ObjectVersion]) -> None:
         """Record a batch before its request is sent."""

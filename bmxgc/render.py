@@ -221,10 +221,10 @@ def recover_text(result: RecoverResult) -> str:
     scope = f"s3://{plan.bucket}/{plan.prefix}" if plan.prefix else f"s3://{plan.bucket} (whole bucket)"
     stats = plan.stats
     lines = [
-        f"Scanned {scope}: {stats['versions_listed']:,} versions; "
-        f"{stats['delete_markers_in_window']:,} keys deleted between {plan.since} and {plan.until}.",
-        f"  to restore           {stats['to_restore']:>10,}   {human_bytes(stats['bytes_to_restore'])}",
-        f"  nothing beneath      {stats['nothing_beneath']:>10,}   (a marker with no version to bring back)",
+        f"Scanned {scope}: {stats.versions_listed:,} versions; "
+        f"{stats.delete_markers_in_window:,} keys deleted between {plan.since} and {plan.until}.",
+        f"  to restore           {stats.to_restore:>10,}   {human_bytes(stats.bytes_to_restore)}",
+        f"  nothing beneath      {stats.nothing_beneath:>10,}   (a marker with no version to bring back)",
     ]
     if plan.restores:
         lines.append("")

@@ -17,15 +17,16 @@ from bmxgc.model import (
     KeyFailure,
     RecoveryItem,
     RecoveryPlan,
+    RecoveryStats,
     RestoredEntry,
     parse_rfc3339,
     rfc3339,
     utc_now,
 )
-from bmxgc.planfile import PLACEHOLDER_HASH, document, seal
+from bmxgc.planfile import PLACEHOLDER_HASH, render, seal
 from bmxgc.planner import spread_sample
 from bmxgc.naming import receipt_for_plan, recovery_plan_name
-from bmxgc.receipt import Journal, to_json
+from bmxgc.receipt import Journal
 from bmxgc.recover_decision import RecoveryScan, find_recoverable
 from bmxgc.results import RecoverResult
 from bmxgc.store import create_once, plans_store
@@ -73,7 +74,7 @@ def recover(
         now = utc_now()
         plan = _recovery_plan(bucket, scope, since, until, scan, now)
         name = recovery_plan_name(now, plan.plan_hash)
-        plan_location = create_once(store, name, to_json(document(plan)), read_only=True)
+        plan_location = create_once(store, name, render(plan), read_only=True)
         if not auto_approve or not plan.restores:
             return RecoverResult(plan, plan_location, scan.nothing_beneath, applied=False)
         journal = Journal.create(
@@ -112,13 +113,13 @@ def _recovery_plan(
         prefix=scope,
         since=rfc3339(since),
         until=rfc3339(until),
-        stats={
-            "versions_listed": scan.versions_listed,
-            "delete_markers_in_window": scan.markers_in_window,
-            "to_restore": len(items),
-            "nothing_beneath": len(scan.nothing_beneath),
-            "bytes_to_restore": sum(i.restores_size for i in items),
-        },
+        stats=RecoveryStats(
+            versions_listed=scan.versions_listed,
+            delete_markers_in_window=scan.markers_in_window,
+            to_restore=len(items),
+            nothing_beneath=len(scan.nothing_beneath),
+            bytes_to_restore=sum(i.restores_size for i in items),
+        ),
         sample_keys=spread_sample([i.key for i in items]),
         restores=items,
     )

@@ -6,17 +6,28 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from bmxgc import lock, s3
 from bmxgc.config import Config
 from bmxgc.drift import KeyHistory
 from bmxgc.errors import BmxgcError, GateRefused, PartialFailure, PlanFileError, ServiceError
 from bmxgc.live import live_histories
-from bmxgc.model import Receipt, parse_rfc3339, rfc3339, utc_now, who
+from bmxgc.model import (
+    KeyFailure,
+    Receipt,
+    UndoNotRestored,
+    UndoRecord,
+    UndoRestored,
+    UndoRun,
+    UndoSkipped,
+    parse_rfc3339,
+    rfc3339,
+    utc_now,
+    who,
+)
 from bmxgc.naming import undo_record_name
-from bmxgc.planfile import strict_json
-from bmxgc.receipt import load_receipt, newest_receipt, to_json
+from bmxgc.planfile import UNDO_RECORD, read, render
+from bmxgc.receipt import load_receipt, newest_receipt
 from bmxgc.undo_decision import Restore, RestorePlan, Skip, Window, apply_window, plan_undo, targets
 from bmxgc.results import UndoResult
 from bmxgc.store import Store, open_location, plans_store
@@ -112,14 +123,8 @@ def _raise_unless_done(result: UndoResult) -> None:
         raise PartialFailure(f"Undo incomplete: {counts}; " + "; ".join(problems), result, details)
 
 
-def _first_run_at(runs: list[Any]) -> datetime | None:
-    times: list[datetime] = []
-    for run in runs:
-        try:
-            times.append(parse_rfc3339(str(run["at"])))
-        except (KeyError, TypeError, ValueError):
-            continue
-    return min(times) if times else None
+def _first_run_at(runs: list[UndoRun]) -> datetime | None:
+    return min((parse_rfc3339(run.at) for run in runs), default=None)
 
 
 def _decide(client: s3.S3Client, receipt: Receipt, window: Window) -> RestorePlan:
@@ -155,20 +160,20 @@ def _verify(
     return restored, not_restored
 
 
-def _earlier_runs(store: Store, record_name: str) -> list[Any]:
+def _earlier_runs(store: Store, record_name: str) -> list[UndoRun]:
     """The runs in the undo record beside the receipt (none before the first undo)."""
     existing = store.read(record_name)
     if existing is None:
         return []
+    location = store.location(record_name)
     try:
-        runs = strict_json(existing).get("runs", [])
-        if not isinstance(runs, list):
-            raise ValueError
-        return runs
-    except (ValueError, AttributeError):
+        record: UndoRecord = read(existing, location, UNDO_RECORD)
+    except PlanFileError as exc:
         raise PlanFileError(
-            f"{store.location(record_name)}: the undo record is unreadable; move it aside and undo again"
+            f"{location}: the undo record is unreadable ({str(exc).removeprefix(location + ': ')}); "
+            "move it aside and undo again"
         ) from None
+    return list(record.runs)
 
 
 def _remove_markers(
@@ -198,50 +203,50 @@ class _Record:
     live state every time, so a record that cannot be written (disk full) does
     not stop a restore; the failure is reported and the run exits 1."""
 
-    def __init__(self, store: Store, name: str, runs: list[Any], receipt_name: str, receipt: Receipt) -> None:
+    def __init__(self, store: Store, name: str, runs: list[UndoRun], receipt_name: str, receipt: Receipt) -> None:
         self.store = store
         self.name = name
         self.runs = runs
         self.receipt_name = receipt_name
         self.receipt = receipt
-        self.run: dict[str, Any] = {"at": rfc3339(utc_now()), "by": who(), "status": "in_progress", "intended": []}
+        self.run = UndoRun(at=rfc3339(utc_now()), by=who(), status="in_progress", intended=[])
 
     def intend(self, keys: list[str]) -> None:
-        self.run["intended"] = [*self.run["intended"], *keys]
+        self.run = self.run.model_copy(update={"intended": [*(self.run.intended or []), *keys]})
         self._write()
 
     def finish(self, result: UndoResult) -> str | None:
         """Write the run's outcome; why it could not be written, or None."""
-        self.run = {
-            "at": self.run["at"],
-            "by": self.run["by"],
-            "restored": [
-                {
-                    "key": r.key,
-                    "version_id": r.restores_version_id,
-                    "removed_delete_marker": r.marker_version_id,
-                    **({"removed_stacked_delete_markers": list(r.stacked)} if r.stacked else {}),
-                }
+        self.run = UndoRun(
+            at=self.run.at,
+            by=self.run.by,
+            restored=[
+                UndoRestored(
+                    key=r.key,
+                    version_id=r.restores_version_id,
+                    removed_delete_marker=r.marker_version_id,
+                    removed_stacked_delete_markers=list(r.stacked) or None,
+                )
                 for r in result.restored
             ],
-            "skipped": [{"key": s.key, "reason": s.reason} for s in result.skipped],
-            "already_restored": len(result.already_restored),
-            "not_restored": [{"key": k, "found": found} for k, found in result.not_restored],
-            "errors": [{"key": k, "code": c, "message": m} for k, c, m in result.errors],
-        }
+            skipped=[UndoSkipped(key=s.key, reason=s.reason) for s in result.skipped],
+            already_restored=len(result.already_restored),
+            not_restored=[UndoNotRestored(key=k, found=found) for k, found in result.not_restored],
+            errors=[KeyFailure(key=k, code=c, message=m) for k, c, m in result.errors],
+        )
         return self._write()
 
     def _write(self) -> str | None:
-        document = {
-            "format_version": 1,
-            "receipt": self.receipt_name,
-            "plan_hash": self.receipt.plan_hash,
-            "bucket": self.receipt.bucket,
-            "prefix": self.receipt.prefix,
-            "runs": [*self.runs, self.run],
-        }
+        record = UndoRecord(
+            format_version=1,
+            receipt=self.receipt_name,
+            plan_hash=self.receipt.plan_hash,
+            bucket=self.receipt.bucket,
+            prefix=self.receipt.prefix,
+            runs=[*self.runs, self.run],
+        )
         try:
-            self.store.replace(self.name, to_json(document))
+            self.store.replace(self.name, render(record))
         except (OSError, BmxgcError) as exc:
             return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return None
