@@ -46,7 +46,7 @@ def plan(
     references = read_references(
         database_url, config.references, progress=_stage(progress, "querying"), timeouts=config.database
     )
-    client = client or s3.client_for(config.s3)
+    client = s3.client_for(config.s3, client)
     bucket, prefix = config.s3.bucket, config.s3.prefix
     versioning = s3.versioning_status(client, bucket)
     undo_days = s3.noncurrent_expiry_days(client, bucket, prefix)

@@ -8,11 +8,13 @@ writes a receipt of its own.
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from datetime import datetime
 
 from bmxgc import __version__, lock, s3
 from bmxgc.config import Config
-from bmxgc.errors import ConfigError, ServiceError
+from bmxgc.errors import ConfigError
+from bmxgc.executor import Sent, send_batches
 from bmxgc.model import (
     KeyFailure,
     RecoveryItem,
@@ -66,7 +68,7 @@ def recover(
     until = until or utc_now()
     if until < since:
         raise ConfigError(f"--until {rfc3339(until)} is before --since {rfc3339(since)}")
-    client = client or s3.client_for(config.s3)
+    client = s3.client_for(config.s3, client)
     bucket = config.s3.bucket
     store = plans_store(config, client)
     with lock.held(client, bucket, scope, command="recover", plan_hash="(recover)"):
@@ -126,38 +128,36 @@ def _recovery_plan(
     return seal(body)
 
 
-def _remove_markers(
-    client: s3.S3Client, bucket: str, items: list[RecoveryItem], journal: Journal
-) -> tuple[int, int]:
-    """Remove every item's markers, 1,000 per request; a key is restored once
-    all of its markers are gone (a key deleted twice has two)."""
-    entries = [
-        (index, item.key, marker)
-        for index, item in enumerate(items)
-        for marker in [item.delete_marker_version_id, *(item.stacked_delete_marker_version_ids or [])]
-    ]
-    left = collections.Counter(index for index, _key, _marker in entries)
-    failed: set[int] = set()
-    for start in range(0, len(entries), s3.MAX_KEYS_PER_REQUEST):
-        batch = entries[start : start + s3.MAX_KEYS_PER_REQUEST]
-        try:
-            outcome = s3.delete_batch(client, bucket, [(key, marker, None) for _index, key, marker in batch])
-        except ServiceError as exc:
-            # As undo does: record the batch as failed and go on; a rerun
-            # finds what is still deleted.
-            outcome = s3.DeleteOutcome(
-                deleted=[], errors=sorted({(key, "RequestFailed", str(exc)) for _i, key, _m in batch})
-            )
+Entry = tuple[int, str, str]  # index of the item, key, marker version id
+Answer = tuple[list[Entry], s3.DeleteOutcome]
+
+
+class _Restoring:
+    """The recover receipt as the executor's journal: after each request, the
+    keys whose every marker is gone are recorded restored (a key deleted twice
+    has two markers, possibly in two requests), and the keys S3 refused, failed."""
+
+    def __init__(self, journal: Journal, items: list[RecoveryItem], entries: list[Entry]) -> None:
+        self.journal = journal
+        self.items = items
+        self.left = collections.Counter(index for index, _key, _marker in entries)
+        self.failed: set[int] = set()
+
+    def intend(self, batch: Sequence[Entry]) -> None:
+        """Nothing to note: the recovery plan, written first, lists every marker."""
+
+    def record(self, answer: Answer) -> None:
+        batch, outcome = answer
         done = {(key, vid) for key, vid, _marker in outcome.deleted}
         done_keys = {key for key, vid, _marker in outcome.deleted if vid is None}  # an answer without VersionId
         restored: list[RestoredEntry] = []
         for index, key, marker in batch:
             if (key, marker) not in done and key not in done_keys:
-                failed.add(index)
+                self.failed.add(index)
                 continue
-            left[index] -= 1
-            if left[index] == 0 and index not in failed:
-                item = items[index]
+            self.left[index] -= 1
+            if self.left[index] == 0 and index not in self.failed:
+                item = self.items[index]
                 restored.append(
                     RestoredEntry(
                         key=item.key,
@@ -165,6 +165,32 @@ def _remove_markers(
                         removed_delete_marker_version_id=item.delete_marker_version_id,
                     )
                 )
-        journal.record_restored(restored, [KeyFailure(key=k, code=c, message=m) for k, c, m in outcome.errors])
+        self.journal.record_restored(restored, [KeyFailure(key=k, code=c, message=m) for k, c, m in outcome.errors])
+
+    def interrupted(self) -> None:
+        self.journal.finish(failed=True)
+
+
+def _remove_markers(
+    client: s3.S3Client, bucket: str, items: list[RecoveryItem], journal: Journal
+) -> tuple[int, int]:
+    """Remove every item's markers through the executor, 1,000 per request; a
+    key is restored once all of its markers are gone. A failed request is
+    recorded as failed for its keys and the run goes on, as undo's does; a
+    rerun finds what is still deleted."""
+    entries = [
+        (index, item.key, marker)
+        for index, item in enumerate(items)
+        for marker in [item.delete_marker_version_id, *(item.stacked_delete_marker_version_ids or [])]
+    ]
+    send_batches(
+        entries,
+        _Restoring(journal, items, entries),
+        lambda batch, _n: Sent((batch, s3.delete_batch(client, bucket, [(key, marker, None) for _i, key, marker in batch]))),
+        failed=lambda batch, exc: (
+            batch,
+            s3.DeleteOutcome(deleted=[], errors=sorted({(key, "RequestFailed", str(exc)) for _i, key, _m in batch})),
+        ),
+    )
     journal.finish()
     return len(journal.receipt.restored), len(journal.receipt.errors)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from bmxgc import lock, s3
+from bmxgc import gates, lock, s3
 from bmxgc.config import Config
 from bmxgc.drift import KeyHistory
 from bmxgc.errors import BmxgcError, GateRefused, PartialFailure, PlanFileError, ServiceError
+from bmxgc.executor import Sent, send_batches
 from bmxgc.live import live_histories
 from bmxgc.model import (
     KeyFailure,
@@ -32,7 +33,7 @@ from bmxgc.undo_decision import Restore, RestorePlan, Skip, Window, apply_window
 from bmxgc.results import UndoResult
 from bmxgc.store import Store, open_location, plans_store
 
-Confirm = Callable[[str], bool]
+Confirm = gates.Confirm
 
 
 def undo(
@@ -47,7 +48,7 @@ def undo(
 
     Raises PartialFailure (exit 1) when an object stays deleted, or when the
     undo record could not be written; its ``result`` says what was restored."""
-    client = client or s3.client_for(config.s3)
+    client = s3.client_for(config.s3, client)
     if receipt_path is not None:
         store, name = open_location(str(receipt_path), client)
     else:
@@ -71,19 +72,14 @@ def undo(
     with lock.held(client, receipt.bucket, receipt.prefix, command="undo", plan_hash=receipt.plan_hash):
         decided = _decide(client, receipt, window)
         if decided.restores and not auto_approve:
-            if confirm is None:
-                raise GateRefused(
-                    "consent", "no terminal to ask for approval; pass --auto-approve to undo without asking"
-                )
             summary = (
                 f"bmxgc will restore {len(decided.restores):,} objects in s3://{receipt.bucket}/"
                 f"{receipt.prefix} by removing the delete markers apply wrote "
                 f"({len(decided.skips):,} left alone, {len(decided.already_restored):,} already restored)."
             )
-            if not confirm(summary):
-                raise GateRefused("consent", "undo cancelled: only 'yes' approves")
+            gates.check_consent(confirm, summary, command="undo")
         record = _Record(store, record_name, runs, name, receipt)
-        errors = _remove_markers(client, receipt.bucket, decided.restores, record.intend)
+        errors = _remove_markers(client, receipt.bucket, decided.restores, record)
         restored, not_restored = _verify(client, receipt, decided.restores)
         failed = {key for key, _found in not_restored}
         errors = [e for e in errors if e[0] in failed]
@@ -176,24 +172,22 @@ def _earlier_runs(store: Store, record_name: str) -> list[UndoRun]:
     return list(record.runs)
 
 
-def _remove_markers(
-    client: s3.S3Client, bucket: str, restores: list[Restore], intend: Callable[[list[str]], None]
-) -> list[tuple[str, str, str]]:
-    """Remove every marker of every restore, up to 1,000 per request, each batch
-    noted in the record first. Removing a version by id is idempotent: botocore's
-    retries apply."""
-    entries = [(r.key, marker) for r in restores for marker in r.markers]
-    errors: list[tuple[str, str, str]] = []
-    for start in range(0, len(entries), s3.MAX_KEYS_PER_REQUEST):
-        batch = entries[start : start + s3.MAX_KEYS_PER_REQUEST]
-        intend([key for key, _marker in batch])
-        try:
-            outcome = s3.delete_batch(client, bucket, [(key, marker, None) for key, marker in batch])
-        except ServiceError as exc:
-            errors += [(key, "RequestFailed", str(exc)) for key, _marker in batch]
-            continue
-        errors += outcome.errors
-    return errors
+Marker = tuple[str, str]  # key, the delete marker's version id
+KeyError_ = tuple[str, str, str]  # key, code, message
+
+
+def _remove_markers(client: s3.S3Client, bucket: str, restores: list[Restore], record: _Record) -> list[KeyError_]:
+    """Remove every marker of every restore through the executor, each batch
+    noted in the record first. Removing a version by id is idempotent:
+    botocore's retries apply, and a failed request is an error for its keys."""
+    entries: list[Marker] = [(r.key, marker) for r in restores for marker in r.markers]
+    send_batches(
+        entries,
+        record,
+        lambda batch, _n: Sent(s3.delete_batch(client, bucket, [(k, m, None) for k, m in batch]).errors),
+        failed=lambda batch, exc: [(key, "RequestFailed", str(exc)) for key, _marker in batch],
+    )
+    return record.errors
 
 
 class _Record:
@@ -210,10 +204,19 @@ class _Record:
         self.receipt_name = receipt_name
         self.receipt = receipt
         self.run = UndoRun(at=rfc3339(utc_now()), by=who(), status="in_progress", intended=[])
+        self.errors: list[KeyError_] = []  # markers S3 did not remove
 
-    def intend(self, keys: list[str]) -> None:
+    # The executor's journal: intent before each request, S3's errors after it.
+    def intend(self, batch: Sequence[Marker]) -> None:
+        keys = [key for key, _marker in batch]
         self.run = self.run.model_copy(update={"intended": [*(self.run.intended or []), *keys]})
         self._write()
+
+    def record(self, answer: list[KeyError_]) -> None:
+        self.errors += answer
+
+    def interrupted(self) -> None:
+        """The run stays 'in_progress' in the record: a rerun decides from live state."""
 
     def finish(self, result: UndoResult) -> str | None:
         """Write the run's outcome; why it could not be written, or None."""
