@@ -13,7 +13,7 @@ from datetime import datetime
 
 from bmxgc import __version__, lock, s3
 from bmxgc.config import Config
-from bmxgc.errors import ConfigError
+from bmxgc.errors import ConfigError, PartialFailure
 from bmxgc.executor import Sent, send_batches
 from bmxgc.model import (
     KeyFailure,
@@ -64,6 +64,9 @@ def recover(
     auto_approve: bool = False,
     client: s3.S3Client | None = None,
 ) -> RecoverResult:
+    """Find the keys deleted in [since, until] that can be brought back and write
+    the recovery plan; with ``auto_approve``, remove their markers. Raises
+    PartialFailure (exit 1; ``result`` says what was done) when some could not be."""
     scope = recover_scope(config, prefix, whole_bucket)
     until = until or utc_now()
     if until < since:
@@ -90,7 +93,7 @@ def recover(
             undo_until=None,
         )
         restored, failed = _remove_markers(client, bucket, plan.restores, journal)
-    return RecoverResult(
+    result = RecoverResult(
         plan,
         plan_location,
         scan.nothing_beneath,
@@ -99,6 +102,14 @@ def recover(
         restored=restored,
         errors=failed,
     )
+    if failed:
+        raise PartialFailure(
+            f"{failed:,} of {len(plan.restores):,} objects could not be restored (see 'errors' in "
+            f"{journal.location}); {restored:,} were. Run the same 'bmxgc recover' again: it restores "
+            "only what is still deleted",
+            result,
+        )
+    return result
 
 
 def _recovery_plan(
