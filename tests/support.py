@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 PLAN_NAME = r"^\d{8}T\d{6}Z-[0-9a-f]{12}\.json$"
+# bmxgc's own objects in a scanned bucket, and its locks among them.
+LOCK_FOLDER = ".bmxgc/"
+LOCKS = LOCK_FOLDER + "locks/"
 
 
 # --------------------------------------------------------------------------- TOML
@@ -114,7 +117,8 @@ def spec_hash(doc: Mapping[str, Any]) -> str:
 
 
 def read_plan(path: Path | str) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    doc: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return doc
 
 
 def orphan_keys(doc: Mapping[str, Any]) -> list[str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from bmxgc.errors import PlanFileError
 from bmxgc.model import Receipt, RecoveryItem, RecoveryPlan, RecoveryStats, UndoRecord, UndoRun
@@ -50,7 +51,10 @@ def undo_record() -> UndoRecord:
 
 def test_every_kind_reads_back_what_it_wrote() -> None:
     plan = make_plan(["books/a", "books/b"], [])
-    for kind, doc in [(PLAN, plan), (RECEIPT, receipt()), (RECOVERY_PLAN, recovery_plan()), (UNDO_RECORD, undo_record())]:
+    cases: list[tuple[FileKind[Any], BaseModel]] = [
+        (PLAN, plan), (RECEIPT, receipt()), (RECOVERY_PLAN, recovery_plan()), (UNDO_RECORD, undo_record())
+    ]
+    for kind, doc in cases:
         assert read(render(doc), "f.json", kind) == doc
 
 
