@@ -128,3 +128,27 @@ def test_the_cli_names_a_plan_given_to_undo(tmp_path: Path, capsys: pytest.Captu
     assert main(["-c", str(config), "undo", str(plan), "--auto-approve"]) == 3
     err = capsys.readouterr().err.strip()
     assert err == f"Error: {plan} is a plan, not a receipt; its receipt would be 20261128T120000Z-abc.receipt.json"
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_files_written_before_the_codec_still_read() -> None:
+    """Written by bmxgc at 36a6501 (before this codec): every kind reads back,
+    and a plan renders again to the very same bytes (its hash is SPEC's)."""
+    plan_text = (DATA / "20261128T120000Z-before-codec.json").read_text(encoding="utf-8")
+    plan = read(plan_text, "old.json", PLAN)
+    assert render(plan) == plan_text
+    assert json.loads(plan_text)["plan_hash"] == spec_hash(json.loads(plan_text))
+    receipt_ = read((DATA / "20261128T120000Z-before-codec.receipt.json").read_text(encoding="utf-8"), "r", RECEIPT)
+    assert receipt_.kind == "apply" and receipt_.undo_until is None and receipt_.deleted[0].delete_marker_version_id == "m2"
+    recovery = read((DATA / "20261128T121000Z-recover-before-codec.json").read_text(encoding="utf-8"), "p", RECOVERY_PLAN)
+    assert recovery.stats.to_restore == 1
+    record = read((DATA / "20261128T120000Z-before-codec.undo.json").read_text(encoding="utf-8"), "u", UNDO_RECORD)
+    assert record.kind == "undo" and [run.status for run in record.runs] == ["in_progress", None]
+    assert record.runs[1].restored is not None and record.runs[1].restored[0].removed_stacked_delete_markers == ["m1"]
+
+
+def test_a_receipt_still_says_finished_at_null_while_in_progress() -> None:
+    doc = json.loads(render(receipt()))
+    assert doc["finished_at"] is None and list(doc)[:3] == ["format_version", "kind", "plan_hash"]
