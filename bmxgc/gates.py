@@ -369,7 +369,8 @@ def check_consent(confirm: Confirm | None, summary: str, *, command: str, no_ter
     terminal, the Python API without ``confirm``) it refuses."""
     if confirm is None:
         raise GateRefused(
-            "consent", no_terminal or f"no terminal to ask for approval; pass --auto-approve to {command} without asking"
+            "consent",
+            no_terminal or f"no terminal to ask for approval; pass --auto-approve to {command} without asking",
         )
     if not confirm(summary):
         raise GateRefused("consent", f"{command} cancelled: only 'yes' approves")

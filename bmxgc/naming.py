@@ -55,5 +55,10 @@ def undo_record_for_plan(plan_name: str) -> str:
     return stem(plan_name) + UNDO_SUFFIX
 
 
+def plan_for(name: str) -> str:
+    """The plan file a receipt or undo record belongs to: ``STEM.json``."""
+    return stem(name) + DOCUMENT_SUFFIX
+
+
 def receipt_for_plan(plan_name: str) -> str:
     return stem(plan_name) + RECEIPT_SUFFIX

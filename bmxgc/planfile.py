@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from bmxgc.errors import InputNotFound, PlanFileError
 from bmxgc.model import FORMAT_VERSION, Plan, Receipt, RecoveryPlan, UndoRecord
-from bmxgc.naming import plan_file_name, receipt_for_plan, stem
+from bmxgc.naming import plan_file_name, plan_for, receipt_for_plan
 from bmxgc.validation import describe_validation_error
 
 HASH_PREFIX = "sha256:"
@@ -118,7 +118,9 @@ RECEIPT = FileKind(
     Receipt, "a receipt", ("apply", "recover"), "not a receipt", ("deleted", "errors", "pending", "restored"),
     keep_none=True,
 )
-RECOVERY_PLAN = FileKind(RecoveryPlan, "a recovery plan", ("recovery",), "not a recovery plan file", ("restores",), hashed=True)
+RECOVERY_PLAN = FileKind(
+    RecoveryPlan, "a recovery plan", ("recovery",), "not a recovery plan file", ("restores",), hashed=True
+)
 UNDO_RECORD = FileKind(UndoRecord, "an undo record", ("undo",), "not an undo record")
 KINDS: tuple[FileKind[Any], ...] = (PLAN, RECEIPT, RECOVERY_PLAN, UNDO_RECORD)
 
@@ -141,7 +143,7 @@ def _sibling(found: FileKind[Any], wanted: FileKind[Any], source: str) -> str:
     if wanted is RECEIPT and found in (PLAN, UNDO_RECORD):
         return f"; its receipt would be {receipt_for_plan(name)}"
     if wanted is PLAN and found in (RECEIPT, UNDO_RECORD):
-        return f"; its plan would be {stem(name)}.json"
+        return f"; its plan would be {plan_for(name)}"
     if found is RECOVERY_PLAN and wanted is PLAN:
         return ", written by 'bmxgc recover'; read it as JSON"
     return ""

@@ -12,7 +12,14 @@ from bmxgc import s3
 from bmxgc.config import Config
 from bmxgc.errors import PlanFileError
 from bmxgc.model import Plan, Receipt, RecoveryPlan, UndoRecord
-from bmxgc.naming import RECEIPT_SUFFIX, is_plan_name, receipt_for_plan, stem, undo_record_for_plan
+from bmxgc.naming import (
+    DOCUMENT_SUFFIX,
+    RECEIPT_SUFFIX,
+    is_plan_name,
+    plan_for,
+    receipt_for_plan,
+    undo_record_for_plan,
+)
 from bmxgc.planfile import PLAN, RECOVERY_PLAN, UNDO_RECORD, read
 from bmxgc.receipt import load_receipt
 from bmxgc.results import HistoryEntry
@@ -22,13 +29,13 @@ from bmxgc.store import Store, plans_store
 def history(config: Config, *, client: s3.S3Client | None = None) -> list[HistoryEntry]:
     store = plans_store(config, client)
     names = set(store.names())
-    documents = {n for n in names if n.endswith(".json")}
+    documents = {n for n in names if n.endswith(DOCUMENT_SUFFIX)}
     plans = {n for n in documents if is_plan_name(n)}
     entries = [_entry(store, name, names) for name in plans]
     # Receipts and undo records are read with their plan; one whose plan is
     # not here (applied from elsewhere) is listed only if it is unreadable.
     for name in sorted(documents - plans):
-        if stem(name) + ".json" not in plans:
+        if plan_for(name) not in plans:
             reason = _unreadable_reason(store, name)
             if reason is not None:
                 entries.append(_unreadable(name, reason))
@@ -66,7 +73,8 @@ def _entry(store: Store, name: str, names: set[str]) -> HistoryEntry:
     receipt_name = receipt_for_plan(name)
     if isinstance(found, RecoveryPlan):
         state, by, problem = _receipt_state(store, receipt_name, names, "recovery (not run)", "recovered")
-        return HistoryEntry(found.created_at, name, found.bucket, found.prefix, found.stats.to_restore, state, by, problem)
+        count = found.stats.to_restore
+        return HistoryEntry(found.created_at, name, found.bucket, found.prefix, count, state, by, problem)
     state, by, problem = _receipt_state(store, receipt_name, names, "planned", None)
     if state in ("applied", "partial", "in progress"):
         record_name = undo_record_for_plan(name)

@@ -197,7 +197,7 @@ def _remove_markers(
     send_batches(
         entries,
         _Restoring(journal, items, entries),
-        lambda batch, _n: Sent((batch, s3.delete_batch(client, bucket, [(key, marker, None) for _i, key, marker in batch]))),
+        lambda batch, _n: Sent((batch, s3.delete_batch(client, bucket, [(k, m, None) for _i, k, m in batch]))),
         failed=lambda batch, exc: (
             batch,
             s3.DeleteOutcome(deleted=[], errors=sorted({(key, "RequestFailed", str(exc)) for _i, key, _m in batch})),
