@@ -1,60 +1,130 @@
 """The Python API: what the CLI does, callable from a scheduled function.
 
-Each function takes a ``Config`` (from ``load_config`` or ``config_from_dict``),
-a path to a TOML file, or None for the CLI's lookup (env ``BMXGC_CONFIG``,
-then ``./bmxgc.toml``), and returns the command's result or raises a
-``BmxgcError`` carrying the exit code the CLI would use.
+Every function that needs a config takes it first: a ``Config`` (from
+``load_config`` or ``config_from_dict``), a path to a TOML file, or None for
+the CLI's lookup (env ``BMXGC_CONFIG``, then ``./bmxgc.toml``). Each returns
+the command's typed result (``bmxgc.results``) or raises a ``BmxgcError``
+carrying the exit code the CLI would use; nothing here exits the process.
+``client`` is an S3 client to use instead of one made from ``[s3]``.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 
-from bmxgc.commands.apply import ApplyResult
+from bmxgc import s3
 from bmxgc.commands.apply import apply as _apply
-from bmxgc.commands.history import HistoryEntry
 from bmxgc.commands.history import history as _history
-from bmxgc.commands.inspect import PlanDiff, diff, summary, verify
-from bmxgc.commands.plan import PlanResult
+from bmxgc.commands.inspect import diff, verify
 from bmxgc.commands.plan import plan as _plan
-from bmxgc.commands.recover import RecoverResult
 from bmxgc.commands.recover import recover as _recover
-from bmxgc.commands.undo import UndoResult
 from bmxgc.commands.undo import undo as _undo
+from bmxgc.commands.unlock import unlock as _unlock
 from bmxgc.config import Config, load_config
+from bmxgc.executor import Progress
+from bmxgc.gates import Confirm
+from bmxgc.results import ApplyResult, HistoryEntry, PlanResult, RecoverResult, UndoResult
+from bmxgc.review import PlanDiff, summary
 
 ConfigLike = Config | str | os.PathLike[str] | None
+PathLike = str | os.PathLike[str]
 
 # Offline, as on the command line: verify(path) -> Plan, diff(old, new) -> PlanDiff,
 # summary(plan) -> the dict `show --format json` prints.
-__all__ = ["plan", "apply", "undo", "recover", "history", "verify", "diff", "summary", "PlanDiff"]
+__all__ = [
+    "ConfigLike", "PlanDiff", "apply", "diff", "history", "plan", "recover", "summary", "undo", "unlock", "verify",
+]
 
 
 def _config(config: ConfigLike) -> Config:
     return config if isinstance(config, Config) else load_config(config)
 
 
-def plan(config: ConfigLike = None, **options: Any) -> PlanResult:
-    """``bmxgc plan``; options: out, write, cross_check, cross_check_tables, now, client."""
-    return _plan(_config(config), **options)
+def plan(
+    config: ConfigLike = None,
+    *,
+    out: str | Path | None = None,
+    write: bool = True,
+    cross_check: bool = False,
+    cross_check_tables: Sequence[str] = (),
+    now: datetime | None = None,
+    client: s3.S3Client | None = None,
+) -> PlanResult:
+    """``bmxgc plan``: the plan, and where it was written (None with ``write=False``)."""
+    return _plan(
+        _config(config), out=out, write=write, cross_check=cross_check, cross_check_tables=cross_check_tables,
+        now=now, client=client,
+    )
 
 
-def apply(plan_path: str | os.PathLike[str], config: ConfigLike = None, **options: Any) -> ApplyResult:
-    """``bmxgc apply PLAN``; options: auto_approve, max_orphan_ratio, confirm, now, client."""
-    return _apply(_config(config), plan_path, **options)
+def apply(
+    config: ConfigLike,
+    plan: PathLike,
+    *,
+    auto_approve: bool = False,
+    max_orphan_ratio: float | None = None,
+    confirm: Confirm | None = None,
+    now: datetime | None = None,
+    client: s3.S3Client | None = None,
+    progress: Progress | None = None,
+) -> ApplyResult:
+    """``bmxgc apply PLAN``. Without ``auto_approve``, ``confirm(summary)`` must return True."""
+    return _apply(
+        _config(config), plan, auto_approve=auto_approve, max_orphan_ratio=max_orphan_ratio, confirm=confirm,
+        now=now, client=client, progress=progress,
+    )
 
 
-def undo(receipt_path: str | os.PathLike[str] | None = None, config: ConfigLike = None, **options: Any) -> UndoResult:
-    """``bmxgc undo [RECEIPT]``; options: auto_approve, confirm, client."""
-    return _undo(_config(config), receipt_path, **options)
+def undo(
+    config: ConfigLike = None,
+    receipt: PathLike | None = None,
+    *,
+    auto_approve: bool = False,
+    confirm: Confirm | None = None,
+    client: s3.S3Client | None = None,
+) -> UndoResult:
+    """``bmxgc undo [RECEIPT]`` (the newest receipt in plans_dir when None)."""
+    return _undo(_config(config), receipt, auto_approve=auto_approve, confirm=confirm, client=client)
 
 
-def recover(config: ConfigLike = None, **options: Any) -> RecoverResult:
-    """``bmxgc recover``; options: since (required), until, prefix, whole_bucket, auto_approve, client."""
-    return _recover(_config(config), **options)
+def recover(
+    config: ConfigLike = None,
+    *,
+    since: datetime,
+    until: datetime | None = None,
+    prefix: str | None = None,
+    whole_bucket: bool = False,
+    auto_approve: bool = False,
+    client: s3.S3Client | None = None,
+) -> RecoverResult:
+    """``bmxgc recover``. Raises PartialFailure (its ``result`` the RecoverResult)
+    when some markers could not be removed."""
+    return _recover(
+        _config(config), since=since, until=until, prefix=prefix, whole_bucket=whole_bucket,
+        auto_approve=auto_approve, client=client,
+    )
 
 
-def history(config: ConfigLike = None, **options: Any) -> list[HistoryEntry]:
-    """``bmxgc history``."""
-    return _history(_config(config), **options)
+def history(config: ConfigLike = None, *, client: s3.S3Client | None = None) -> list[HistoryEntry]:
+    """``bmxgc history``: newest first."""
+    return _history(_config(config), client=client)
+
+
+def unlock(
+    config: ConfigLike = None,
+    *,
+    prefix: str | None = None,
+    whole_bucket: bool = False,
+    auto_approve: bool = False,
+    break_live_lock: bool = False,
+    confirm: Confirm | None = None,
+    client: s3.S3Client | None = None,
+) -> str:
+    """``bmxgc unlock``: what was done, as the CLI prints it."""
+    return _unlock(
+        _config(config), prefix=prefix, whole_bucket=whole_bucket, auto_approve=auto_approve,
+        break_live_lock=break_live_lock, confirm=confirm, client=client,
+    )

@@ -16,7 +16,8 @@ import click
 
 from bmxgc import __version__
 from bmxgc.config import Config, load_config, redact_urls
-from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, BmxgcError
+from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, BmxgcError, PartialFailure
+from bmxgc.results import RecoverResult
 
 OutputFormat = click.Choice(["text", "markdown", "json"])
 
@@ -267,17 +268,21 @@ def recover_command(
     from bmxgc.commands.recover import parse_time, recover
     from bmxgc.render import recover_text
 
-    result = recover(
-        obj.config(),
-        since=parse_time(since, "--since"),
-        until=parse_time(until, "--until") if until else None,
-        prefix=prefix,
-        whole_bucket=whole_bucket,
-        auto_approve=auto_approve,
-    )
+    try:
+        result = recover(
+            obj.config(),
+            since=parse_time(since, "--since"),
+            until=parse_time(until, "--until") if until else None,
+            prefix=prefix,
+            whole_bucket=whole_bucket,
+            auto_approve=auto_approve,
+        )
+    except PartialFailure as failure:
+        # What was restored and what was not, then the error line (exit 1).
+        if isinstance(failure.result, RecoverResult):
+            click.echo(recover_text(failure.result))
+        raise
     click.echo(recover_text(result))
-    if result.errors:
-        sys.exit(EXIT_ERROR)
 
 
 @cli.command("history")

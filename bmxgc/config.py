@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tomllib
@@ -23,12 +22,12 @@ from pydantic import (
 
 from bmxgc.durations import Duration, parse_duration
 from bmxgc.errors import ConfigError
+from bmxgc.naming import LOCK_FOLDER
+from bmxgc.validation import describe_validation_error
 
 CONFIG_ENV = "BMXGC_CONFIG"
 DATABASE_URL_ENV = "BMXGC_DATABASE_URL"
 DEFAULT_CONFIG = "bmxgc.toml"
-# Locks live in the scanned bucket, outside any prefix bmxgc may scan.
-LOCK_FOLDER = ".bmxgc/"
 
 
 # Timeouts: at least a second (0 would mean "never" to some drivers, "at once"
@@ -263,40 +262,3 @@ def config_from_dict(raw: dict[str, Any], *, source: str = "config", base_dir: P
         return Config.model_validate({**raw, "base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError(f"{source}: {describe_validation_error(exc)}") from None
-
-
-def describe_validation_error(
-    exc: ValidationError, unknown: str = "unknown key; check its spelling against the config reference"
-) -> str:
-    """The first problem pydantic found, as ``key.path: what is wrong``."""
-    first = exc.errors()[0]
-    location = _dotted(first["loc"])
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        message = unknown
-    elif kind == "missing":
-        message = "required but missing"
-    else:
-        message = str(first["msg"]).removeprefix("Value error, ")
-        if kind.endswith(("_type", "_parsing")) or kind in ("literal_error", "finite_number"):
-            message += _shown_input(first.get("input"))
-    more = len(exc.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{location}: {message}{suffix}" if location else f"{message}{suffix}"
-
-
-def _shown_input(value: Any) -> str:
-    """``, not true``: the offending value, when it is a short scalar (as JSON writes it)."""
-    if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 40):
-        return f", not {json.dumps(value, ensure_ascii=False)}"
-    return ""
-
-
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts[-1] = f"{parts[-1]}[{item}]" if parts else f"[{item}]"
-        else:
-            parts.append(item)
-    return ".".join(parts)

@@ -4,7 +4,7 @@ against today's config and clock. Each raises GateRefused naming its gate."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,9 +12,8 @@ from bmxgc.config import Config
 from bmxgc.drift import KeyHistory
 from bmxgc.durations import format_duration, parse_duration
 from bmxgc.errors import ConfigError, GateRefused, Offence
-from bmxgc.model import ObjectVersion, Plan, VersionEntry
+from bmxgc.model import ObjectVersion, Plan, References, VersionEntry
 from bmxgc.planner import find_near_misses, matches_protect, ratio_override
-from bmxgc.references import References
 
 
 @dataclass(frozen=True)
@@ -358,3 +357,20 @@ def check_versioning(status: str, bucket: str) -> None:
             f"bucket {bucket} has versioning {status}, so deletions could not be undone; "
             "enable versioning on the bucket, then plan again",
         )
+
+
+# confirm(summary) -> True only if the operator typed "yes".
+Confirm = Callable[[str], bool]
+
+
+def check_consent(confirm: Confirm | None, summary: str, *, command: str, no_terminal: str | None = None) -> None:
+    """Gate 9 of apply, and the same question before undo and unlock: the
+    operator reads ``summary`` and types "yes". With nobody to ask (no
+    terminal, the Python API without ``confirm``) it refuses."""
+    if confirm is None:
+        raise GateRefused(
+            "consent",
+            no_terminal or f"no terminal to ask for approval; pass --auto-approve to {command} without asking",
+        )
+    if not confirm(summary):
+        raise GateRefused("consent", f"{command} cancelled: only 'yes' approves")

@@ -20,11 +20,11 @@ from urllib.parse import quote, unquote
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bmxgc import s3
-from bmxgc.config import LOCK_FOLDER, describe_validation_error
 from bmxgc.durations import format_duration
 from bmxgc.errors import BmxgcError, GateRefused, ServiceError
-from bmxgc.model import parse_rfc3339, rfc3339, utc_now
-from bmxgc.receipt import who
+from bmxgc.model import parse_rfc3339, rfc3339, utc_now, who
+from bmxgc.naming import LOCK_FOLDER
+from bmxgc.validation import describe_validation_error
 
 LOCKS = LOCK_FOLDER + "locks/"
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -22,6 +25,15 @@ def utc_now() -> datetime:
 # a margin to it would overflow Python's datetime.
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
+def who() -> dict[str, str]:
+    """Who is acting, for receipts and locks: user, host and process id."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return {"user": user, "host": socket.gethostname(), "pid": str(os.getpid())}
 
 
 def rfc3339(moment: datetime) -> str:
@@ -254,6 +266,14 @@ class RecoveryItem(_Record):
     stacked_delete_marker_version_ids: list[str] | None = None
 
 
+class RecoveryStats(_Record):
+    versions_listed: Count
+    delete_markers_in_window: Count
+    to_restore: Count
+    nothing_beneath: Count
+    bytes_to_restore: Count
+
+
 class RecoveryPlan(_Record):
     """What ``recover`` would restore: written before anything changes."""
 
@@ -266,7 +286,7 @@ class RecoveryPlan(_Record):
     prefix: str  # "" for --whole-bucket
     since: UtcTime
     until: UtcTime
-    stats: dict[str, Count]
+    stats: RecoveryStats
     sample_keys: list[str]
     restores: list[RecoveryItem]
 
@@ -313,3 +333,77 @@ class Receipt(_Record):
         if outside is not None:
             raise ValueError(f"key {outside!r} is not under the receipt's prefix {self.prefix!r}")
         return self
+
+class UndoRestored(_Record):
+    """A key one undo run made current again, and the markers it removed."""
+
+    key: str
+    version_id: str
+    removed_delete_marker: str
+    removed_stacked_delete_markers: list[str] | None = None
+
+
+class UndoSkipped(_Record):
+    key: str
+    reason: str
+
+
+class UndoNotRestored(_Record):
+    key: str
+    found: str  # what S3 lists as the key's latest after the run
+
+
+class UndoRun(_Record):
+    """One undo run: while it works, ``status`` and the keys it ``intended``;
+    once done, what it restored, left alone and could not restore."""
+
+    at: UtcTime
+    by: dict[str, str]
+    status: Literal["in_progress"] | None = None
+    intended: list[str] | None = None
+    restored: list[UndoRestored] | None = None
+    skipped: list[UndoSkipped] | None = None
+    already_restored: Count | None = None
+    not_restored: list[UndoNotRestored] | None = None
+    errors: list[KeyFailure] | None = None
+
+
+class UndoRecord(_Record):
+    """The log beside a receipt of every undo run of that apply (``STEM.undo.json``).
+    Records written before files said their kind have no ``kind``: read as ``undo``."""
+
+    format_version: FormatVersion
+    kind: Literal["undo"] = "undo"
+    receipt: str
+    plan_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    bucket: str
+    prefix: str
+    runs: list[UndoRun]
+
+
+# --- What the database keeps alive (read by references.py, judged by planner and gates) ---
+
+
+@dataclass
+class SourceResult:
+    """What one ``[[references]]`` source gave: its keys and what it skipped."""
+
+    name: str
+    rows: int = 0
+    skipped_null: int = 0
+    skipped_empty: int = 0
+    keys: set[str] = field(default_factory=set)
+
+
+@dataclass
+class References:
+    """All sources' results; ``keys`` is the union of the keys they keep alive."""
+
+    sources: list[SourceResult]
+
+    @property
+    def keys(self) -> set[str]:
+        union: set[str] = set()
+        for source in self.sources:
+            union |= source.keys
+        return union

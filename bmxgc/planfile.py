@@ -1,9 +1,19 @@
-"""The plan file: the only module that serialises plans and reads them back.
+"""The codec of every file bmxgc writes: plans, receipts, recovery plans and
+undo records. The only module that serialises them and reads them back. Pure.
 
-Reading checks ``format_version`` first (a newer tool's plan is refused, not
-misread), then the schema, then the hash, like Terraform's planfile package.
-``strict_json`` is the one JSON reader of every file bmxgc reads (plans,
-receipts, undo records, recovery plans).
+Each kind is a pydantic model (``bmxgc.model``) with a ``kind`` and a
+``format_version``. One reader, ``read``, checks in this order: JSON
+(``strict_json``), kind, known ``format_version``, schema (unknown fields
+refused), then the hash where the kind has one (plans and recovery plans),
+like Terraform's planfile package. One writer, ``render``, lays every kind
+out the same way: summary fields first, one entry per line. Where a file
+goes (atomic, never overwritten, or replaced) is ``bmxgc.store``'s part.
+
+A plan has no ``kind`` field: SPEC.md fixes what a plan holds and how it is
+hashed, so a JSON object without ``kind`` (and without an undo record's
+``runs`` or a receipt's ``status``) is read as a plan. Receipts say ``apply``
+or ``recover``; the ``kind`` of a receipt or undo record written before files
+said their kind is inferred the same way.
 """
 
 from __future__ import annotations
@@ -12,40 +22,18 @@ import hashlib
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from bmxgc.config import describe_validation_error
 from bmxgc.errors import InputNotFound, PlanFileError
-from bmxgc.model import FORMAT_VERSION, Plan, RecoveryPlan
+from bmxgc.model import FORMAT_VERSION, Plan, Receipt, RecoveryPlan, UndoRecord
+from bmxgc.naming import plan_file_name, plan_for, receipt_for_plan
+from bmxgc.validation import describe_validation_error
 
 HASH_PREFIX = "sha256:"
-
-# Summary first, orphans last: a reviewer reads the top of the file, and a
-# `git diff` of two plans shows the orphan lines that came and went.
-_FIELD_ORDER = (
-    "format_version",
-    "bmxgc_version",
-    "created_at",
-    "plan_hash",
-    "bucket",
-    "prefix",
-    "bucket_versioning",
-    "database",
-    "references",
-    "safety",
-    "stats",
-    "warnings",
-    "sample_orphan_keys",
-    "cross_check",
-    "cross_check_columns",
-    "cross_check_tables_not_scanned",
-    "near_misses",
-    "orphans",
-)
-
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
@@ -99,33 +87,133 @@ def compute_hash(obj: dict[str, Any]) -> str:
 # What a plan holds in ``plan_hash`` until ``seal`` computes the real one.
 PLACEHOLDER_HASH = HASH_PREFIX + "0" * 64
 
-Hashed = TypeVar("Hashed", bound=BaseModel)
+Doc = TypeVar("Doc", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class FileKind(Generic[Doc]):
+    """One kind of file: its model, how it is named in messages, which of its
+    fields are lists written one entry per line, and whether it is hashed."""
+
+    model: type[Doc]
+    noun: str  # "a plan", "a receipt", ...
+    kinds: tuple[str, ...]  # the values its ``kind`` field takes ("" for none)
+    not_a: str  # "not a plan file": what a file that is not JSON is called
+    entries: tuple[str, ...] = ()
+    hashed: bool = False
+    edited_hint: str = ""  # after a schema or hash refusal
+    keep_none: bool = False  # a receipt writes "finished_at": null while in progress
+
+    @property
+    def name(self) -> str:
+        """``plan``, ``receipt``, ``recovery plan``, ``undo record``."""
+        return self.noun.split(" ", 1)[1]
+
+
+PLAN = FileKind(
+    Plan, "a plan", ("",), "not a plan file", ("orphans",), hashed=True,
+    edited_hint="; plan files are never edited: plan again",
+)
+RECEIPT = FileKind(
+    Receipt, "a receipt", ("apply", "recover"), "not a receipt", ("deleted", "errors", "pending", "restored"),
+    keep_none=True,
+)
+RECOVERY_PLAN = FileKind(
+    RecoveryPlan, "a recovery plan", ("recovery",), "not a recovery plan file", ("restores",), hashed=True
+)
+UNDO_RECORD = FileKind(UndoRecord, "an undo record", ("undo",), "not an undo record")
+KINDS: tuple[FileKind[Any], ...] = (PLAN, RECEIPT, RECOVERY_PLAN, UNDO_RECORD)
+
+
+def kind_of(raw: dict[str, Any]) -> str:
+    """The ``kind`` a file says it is, or the one its fields show ("" is a plan)."""
+    kind = raw.get("kind")
+    if kind is not None:
+        return kind if isinstance(kind, str) else repr(kind)
+    if "runs" in raw:
+        return "undo"
+    if "status" in raw:
+        return "apply"
+    return ""
+
+
+def _sibling(found: FileKind[Any], wanted: FileKind[Any], source: str) -> str:
+    """'; its receipt would be X': where the file the caller wanted would be, when naming says."""
+    name = Path(source.replace("\\", "/")).name
+    if wanted is RECEIPT and found in (PLAN, UNDO_RECORD):
+        return f"; its receipt would be {receipt_for_plan(name)}"
+    if wanted is PLAN and found in (RECEIPT, UNDO_RECORD):
+        return f"; its plan would be {plan_for(name)}"
+    if found is RECOVERY_PLAN and wanted is PLAN:
+        return ", written by 'bmxgc recover'; read it as JSON"
+    return ""
+
+
+def read(text: str, source: str, *wanted: FileKind[Any]) -> Any:
+    """A file's text checked as one of the ``wanted`` kinds: JSON, kind,
+    format_version, schema, hash. Every refusal is a PlanFileError naming
+    ``source``, one line. The type of the result is the kind's model."""
+    first = wanted[0]
+    try:
+        raw = strict_json(text)
+    except ValueError as exc:
+        raise PlanFileError(f"{source}: {first.not_a}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PlanFileError(f"{source}: {first.not_a}: the JSON is not an object")
+    kind = kind_of(raw)
+    found = next((k for k in KINDS if kind in k.kinds), None)
+    if found is None:
+        raise PlanFileError(f"{source}: {first.not_a}: unknown kind {kind!r}")
+    if found not in wanted:
+        raise PlanFileError(f"{source} is {found.noun}, not {first.noun}{_sibling(found, first, source)}")
+    version = raw.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:
+        label = "" if found is PLAN else found.name + " "
+        raise PlanFileError(
+            f"{source}: unknown {label}format_version {version!r} (this bmxgc reads {FORMAT_VERSION}); "
+            f"use the bmxgc version that wrote it" + (", or plan again" if found is PLAN else "")
+        )
+    try:
+        document_ = found.model.model_validate(raw)
+    except ValidationError as exc:
+        raise PlanFileError(
+            f"{source}: not a valid {found.name}: "
+            f"{describe_validation_error(exc, unknown='unknown field')}{found.edited_hint}"
+        ) from None
+    if found.hashed:
+        expected = compute_hash(raw)
+        claimed = str(raw["plan_hash"])
+        if claimed != expected:
+            raise PlanFileError(
+                f"{source}: plan_hash does not match the content (file says {claimed[:19]}..., "
+                f"content hashes to {expected[:19]}...); the {found.name} was edited after it was made"
+                + (": plan again" if found is PLAN else "")
+            )
+    return document_
 
 
 def document(model: BaseModel) -> dict[str, Any]:
-    """A plan (or recovery plan) as the JSON object that is written and hashed."""
+    """A file's model as the JSON object that is written (and hashed)."""
     return model.model_dump(mode="json", exclude_none=True)
 
 
-def seal(model: Hashed) -> Hashed:
-    """The same plan with ``plan_hash`` computed over everything else."""
+def seal(model: Doc) -> Doc:
+    """The same plan (or recovery plan) with ``plan_hash`` computed over everything else."""
     return model.model_copy(update={"plan_hash": compute_hash(document(model))})
 
 
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    return document(plan)
-
-
-def render_plan_json(plan: Plan) -> str:
-    """The file's text: indented summary, one orphan per line, trailing newline."""
-    doc = plan_to_dict(plan)
-    ordered = [k for k in _FIELD_ORDER if k in doc] + sorted(k for k in doc if k not in _FIELD_ORDER)
+def render(model: BaseModel) -> str:
+    """A file's text: summary fields first, in the model's order, each indented;
+    then the long lists, one entry per line; a trailing newline."""
+    kind = next(k for k in KINDS if isinstance(model, k.model))
+    doc = model.model_dump(mode="json") if kind.keep_none else document(model)
+    ordered = [f for f in doc if f not in kind.entries] + [f for f in kind.entries if f in doc]
     lines = ["{"]
     for index, field in enumerate(ordered):
         comma = "," if index < len(ordered) - 1 else ""
         name = json.dumps(field)
         value = doc[field]
-        if field == "orphans":
+        if field in kind.entries:
             lines.append(f"  {name}: {_one_item_per_line(value)}{comma}")
         else:
             text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
@@ -141,62 +229,25 @@ def _one_item_per_line(items: list[Any]) -> str:
     return "[\n    " + ",\n    ".join(rows) + "\n  ]"
 
 
+# --- plans: the names the rest of bmxgc (and its tests) use ---
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    return document(plan)
+
+
+def render_plan_json(plan: Plan) -> str:
+    return render(plan)
+
+
 def default_file_name(plan: Plan) -> str:
-    stamp = plan.created.strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{plan.plan_hash.removeprefix(HASH_PREFIX)[:12]}.json"
+    return plan_file_name(plan.created, plan.plan_hash)
 
 
 def parse_plan_text(text: str, source: str) -> Plan:
-    """Check a plan's text: JSON, then ``format_version``, then schema, then hash."""
-    try:
-        raw = strict_json(text)
-    except ValueError as exc:
-        raise PlanFileError(f"{source}: not a plan file: {exc}") from None
-    if not isinstance(raw, dict):
-        raise PlanFileError(f"{source}: not a plan file: the JSON is not an object")
-    if raw.get("kind") == "recovery":
-        raise PlanFileError(
-            f"{source}: this is a recovery plan written by 'bmxgc recover', not a plan to show or apply; "
-            "read it as JSON"
-        )
-    version = raw.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:
-        raise PlanFileError(
-            f"{source}: unknown format_version {version!r} (this bmxgc reads {FORMAT_VERSION}); "
-            "use the bmxgc version that wrote it, or plan again"
-        )
-    try:
-        plan = Plan.model_validate(raw)
-    except ValidationError as exc:
-        raise PlanFileError(
-            f"{source}: not a valid plan: {describe_validation_error(exc, unknown='unknown field')}; "
-            "plan files are never edited: plan again"
-        ) from None
-    expected = compute_hash(raw)
-    if raw["plan_hash"] != expected:
-        raise PlanFileError(
-            f"{source}: plan_hash does not match the content (file says {raw['plan_hash'][:19]}..., "
-            f"content hashes to {expected[:19]}...); the plan was edited after it was made: plan again"
-        )
+    """Check a plan's text: JSON, kind, ``format_version``, schema, hash."""
+    plan: Plan = read(text, source, PLAN)
     return plan
-
-
-def parse_recovery_plan(text: str, source: str) -> RecoveryPlan:
-    """Check a recovery plan's text as a plan's is checked: JSON, version, schema, hash."""
-    try:
-        raw = strict_json(text)
-        if not isinstance(raw, dict) or raw.get("kind") != "recovery":
-            raise ValueError("not a recovery plan")
-        recovery = RecoveryPlan.model_validate(raw)
-    except ValidationError as exc:
-        raise PlanFileError(
-            f"{source}: not a valid recovery plan: {describe_validation_error(exc, unknown='unknown field')}"
-        ) from None
-    except ValueError as exc:
-        raise PlanFileError(f"{source}: not a recovery plan file: {exc}") from None
-    if raw["plan_hash"] != compute_hash(raw):
-        raise PlanFileError(f"{source}: plan_hash does not match the content; the file was edited")
-    return recovery
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:

@@ -21,6 +21,7 @@ from bmxgc.model import (
     NearMiss,
     ObjectVersion,
     Plan,
+    References,
     ReferenceSummary,
     SafetySummary,
     Stats,
@@ -28,7 +29,6 @@ from bmxgc.model import (
     rfc3339,
 )
 from bmxgc.planfile import PLACEHOLDER_HASH, seal
-from bmxgc.references import References
 
 SAMPLE_SIZE = 20
 

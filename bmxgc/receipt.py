@@ -9,20 +9,16 @@ A batch's intent is stored before its DeleteObjects request is sent.
 from __future__ import annotations
 
 import codecs
-import getpass
 import json
 import logging
 import os
 import re
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
 
-from bmxgc.config import describe_validation_error
 from bmxgc.errors import AlreadyExists, GateRefused, InputNotFound, PlanFileError
 from bmxgc.model import (
     FORMAT_VERSION,
@@ -35,55 +31,20 @@ from bmxgc.model import (
     RestoredEntry,
     rfc3339,
     utc_now,
+    who,
 )
+from bmxgc.naming import RECEIPT_SUFFIX
+from bmxgc import planfile
 from bmxgc.planfile import strict_json
 from bmxgc.store import Store
+from bmxgc.validation import describe_validation_error
 
 log = logging.getLogger("bmxgc")
 
-RECEIPT_SUFFIX = ".receipt.json"
-UNDO_SUFFIX = ".undo.json"
-
-
-def receipt_name_for(plan_location: str) -> str:
-    """``plans/20261128T120000Z-abc.json`` -> ``20261128T120000Z-abc.receipt.json``."""
-    return PurePosixPath(plan_location.replace("\\", "/")).stem + RECEIPT_SUFFIX
-
-
-def undo_record_name(receipt_name: str) -> str:
-    return receipt_name.removesuffix(RECEIPT_SUFFIX) + UNDO_SUFFIX
-
-
-def who() -> dict[str, str]:
-    """Who is acting, for receipts and locks: user, host and process id."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return {"user": user, "host": socket.gethostname(), "pid": str(os.getpid())}
-
-
-def to_json(document: Any) -> str:
-    return json.dumps(document, indent=1, ensure_ascii=False) + "\n"
-
-
 def parse_receipt(text: str, source: str) -> Receipt:
-    """Read a receipt: ``format_version`` first, then the schema."""
-    try:
-        raw = strict_json(text)
-    except ValueError as exc:
-        raise PlanFileError(f"{source}: not a receipt: {exc}") from None
-    version = raw.get("format_version") if isinstance(raw, dict) else None
-    if type(version) is not int or version != FORMAT_VERSION:
-        raise PlanFileError(
-            f"{source}: unknown receipt format_version {version!r}; use the bmxgc that wrote it"
-        )
-    try:
-        return Receipt.model_validate(raw)
-    except ValidationError as exc:
-        raise PlanFileError(
-            f"{source}: not a valid receipt: {describe_validation_error(exc, unknown='unknown field')}"
-        ) from None
+    """Read a receipt with the one codec: JSON, kind, format_version, schema."""
+    receipt: Receipt = planfile.read(text, source, planfile.RECEIPT)
+    return receipt
 
 
 def load_receipt(store: Store, name: str) -> Receipt:
@@ -302,14 +263,14 @@ class Journal:
             }
         )
         try:
-            store.create(name, to_json(receipt.model_dump(mode="json")))
+            store.create(name, planfile.render(receipt))
         except AlreadyExists:
             raise already_applied(store.location(name)) from None
         return cls(store, name, receipt)
 
     def _update(self, **changes: Any) -> None:
         self.receipt = self.receipt.model_copy(update=changes)
-        self.store.replace(self.name, to_json(self.receipt.model_dump(mode="json")))
+        self.store.replace(self.name, planfile.render(self.receipt))
 
     def intend(self, batch: Sequence[ObjectVersion]) -> None:
         """Record a batch before its request is sent."""

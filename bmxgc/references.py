@@ -21,6 +21,7 @@ from sqlalchemy.sql.expression import ColumnClause
 
 from bmxgc.config import DatabaseSettings, ReferenceSource
 from bmxgc.errors import ConfigError, ReferenceQueryError, ServiceError
+from bmxgc.model import References, SourceResult
 
 STREAM_ROWS = 5000
 # Query-string parameters that carry secrets in libpq and SQLAlchemy URLs.
@@ -188,31 +189,6 @@ def _connection_error(url: str, exc: DBAPIError, timeouts: DatabaseSettings) -> 
         f"database {redact_url(url)}: {_first_line(exc.orig) if exc.orig else type(exc).__name__}; "
         "check database.url, the network and the credentials"
     )
-
-
-@dataclass
-class SourceResult:
-    """What one ``[[references]]`` source gave: its keys and what it skipped."""
-
-    name: str
-    rows: int = 0
-    skipped_null: int = 0
-    skipped_empty: int = 0
-    keys: set[str] = field(default_factory=set)
-
-
-@dataclass
-class References:
-    """All sources' results; ``keys`` is the union of the keys they keep alive."""
-
-    sources: list[SourceResult]
-
-    @property
-    def keys(self) -> set[str]:
-        union: set[str] = set()
-        for source in self.sources:
-            union |= source.keys
-        return union
 
 
 def expand(value: str, templates: Iterable[str]) -> list[str]:

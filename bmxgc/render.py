@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bmxgc.commands.inspect import PlanDiff, summary
 from bmxgc.model import Plan
-
-if TYPE_CHECKING:  # types only: show/verify/diff must not load boto3 or SQLAlchemy
-    from bmxgc.commands.apply import ApplyResult
-    from bmxgc.commands.history import HistoryEntry
-    from bmxgc.commands.recover import RecoverResult
-    from bmxgc.commands.undo import UndoResult
+from bmxgc.results import ApplyResult, HistoryEntry, RecoverResult, UndoResult
+from bmxgc.review import PlanDiff, summary
 
 
 def human_bytes(size: int) -> str:
@@ -226,10 +221,10 @@ def recover_text(result: RecoverResult) -> str:
     scope = f"s3://{plan.bucket}/{plan.prefix}" if plan.prefix else f"s3://{plan.bucket} (whole bucket)"
     stats = plan.stats
     lines = [
-        f"Scanned {scope}: {stats['versions_listed']:,} versions; "
-        f"{stats['delete_markers_in_window']:,} keys deleted between {plan.since} and {plan.until}.",
-        f"  to restore           {stats['to_restore']:>10,}   {human_bytes(stats['bytes_to_restore'])}",
-        f"  nothing beneath      {stats['nothing_beneath']:>10,}   (a marker with no version to bring back)",
+        f"Scanned {scope}: {stats.versions_listed:,} versions; "
+        f"{stats.delete_markers_in_window:,} keys deleted between {plan.since} and {plan.until}.",
+        f"  to restore           {stats.to_restore:>10,}   {human_bytes(stats.bytes_to_restore)}",
+        f"  nothing beneath      {stats.nothing_beneath:>10,}   (a marker with no version to bring back)",
     ]
     if plan.restores:
         lines.append("")

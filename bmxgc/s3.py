@@ -45,8 +45,11 @@ READ_TIMEOUT = 60.0
 CALL_TIMEOUT = 300.0
 
 
-def client_for(settings: S3Settings) -> S3Client:
-    """The client for the config's ``[s3]``: its endpoint, region and timeouts."""
+def client_for(settings: S3Settings, client: S3Client | None = None) -> S3Client:
+    """``client`` when the caller brought one (the Python API, tests), else the
+    client for the config's ``[s3]``: its endpoint, region and timeouts."""
+    if client is not None:
+        return client
     connect, read, call = settings.timeout_seconds()
     return make_client(
         settings.endpoint_url, settings.region, connect_timeout=connect, read_timeout=read, call_timeout=call

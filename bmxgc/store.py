@@ -227,8 +227,7 @@ def read_document(location: str, client: s3.S3Client | None = None) -> str:
 def plans_store(config: Config, client: s3.S3Client | None) -> Store:
     """The store named by ``plans_dir``: a folder (relative to the config file) or s3://."""
     if is_s3_url(config.plans_dir):
-        if client is None:
-            client = s3.client_for(config.s3)
+        client = s3.client_for(config.s3, client)
         bucket, prefix = s3.split_url(config.plans_dir)
         return S3Store(client, bucket, prefix)
     return LocalStore(config.plans_path)

@@ -7,7 +7,9 @@
 # Creates .venv if missing, installs bmxgc with its test extras, installs
 # PostgreSQL's server binaries with apt-get when they are missing (the tests
 # start a throwaway cluster from them; as root they run it as 'postgres'),
-# then runs pytest and exits with its status.
+# type-checks bmxgc/ and tests/ with mypy --strict, then runs pytest and
+# exits with its status. `bash scripts/test.sh -m unit` runs the tests that
+# need no server, in seconds.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -63,5 +65,10 @@ if ! have_postgres; then
     apt-get install -y -qq postgresql >/dev/null
     have_postgres || { log "apt-get installed postgresql but initdb is still missing"; exit 1; }
 fi
+
+# The package and the tests type-check (mypy --strict; the config is pyproject.toml's).
+log "mypy --strict: bmxgc/ and tests/"
+.venv/bin/python -m mypy
+.venv/bin/python -m mypy --strict tests/
 
 exec .venv/bin/python -m pytest "$@"

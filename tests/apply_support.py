@@ -6,7 +6,7 @@ The database holds keys without the ``books/`` prefix (``515/image_00.webp``)
 and the config maps them with ``books/{value}``, as in the incident.
 
 Import the fixtures into a test module with
-``from apply_support import world  # noqa: F401``.
+registered for every test file by ``pytest_plugins`` in conftest.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import botocore.loaders
 import botocore.session
 import pytest
 
-from support import config_doc, write_toml
+from support import LOCK_FOLDER, config_doc, write_toml
 
 # One botocore data loader for every session: the same model files, parsed once.
 _shared_loader = functools.lru_cache(maxsize=None)(botocore.loaders.create_loader)
@@ -42,7 +42,6 @@ def fast_boto_clients(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 PREFIX = "books/"
-LOCK_FOLDER = ".bmxgc/locks/"
 # Objects outside the prefix: apply must never touch them.
 OUTSIDE = ["listings/1/cover.jpg", "images/logo.png", "lambda/handler.zip"]
 
@@ -92,7 +91,7 @@ class World:
     table: str
     live_values: list[str]
     orphan_keys: list[str]
-    original: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> version_id, etag
+    original: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> version_id, etag (, body)
     config_path: Path = field(init=False)
     doc: dict[str, Any] = field(init=False)
 
@@ -181,7 +180,8 @@ class World:
         return [o["Key"] for o in answer.get("Contents", [])]
 
     def receipt(self, plan_path: Path) -> dict[str, Any]:
-        return json.loads(self.receipt_path(plan_path).read_text(encoding="utf-8"))
+        doc: dict[str, Any] = json.loads(self.receipt_path(plan_path).read_text(encoding="utf-8"))
+        return doc
 
     def receipt_path(self, plan_path: Path) -> Path:
         return self.plans_dir / f"{plan_path.stem}.receipt.json"
@@ -227,14 +227,14 @@ def build_world(
             bucket.put(key, body_of(key))
         listing = snapshot(bucket.client, bucket.name)
         for key, vid, _marker, _latest, etag, _size in listing:
-            world.original[key] = {"version_id": vid, "etag": etag, "body": b"same bytes"}  # type: ignore[dict-item]
+            world.original[key] = {"version_id": vid, "etag": etag, "body": b"same bytes"}
     else:
         for key in [PREFIX + v for v in live_values] + orphan_keys + OUTSIDE:
             answer = bucket.put(key, body_of(key))
             world.original[key] = {
                 "version_id": answer.get("VersionId", "null"),
                 "etag": answer["ETag"].strip('"'),
-                "body": body_of(key),  # type: ignore[dict-item]
+                "body": body_of(key),
             }
     world.write_config(safety=safety)
     return world
@@ -292,7 +292,8 @@ def _fake_response(request: Any, status: int, body: bytes) -> Any:
         def stream(self, **_kw: Any) -> Iterator[bytes]:
             yield body
 
-    return AWSResponse(request.url, status, {"Content-Type": "application/xml"}, Raw())
+    headers: Any = {"Content-Type": "application/xml"}
+    return AWSResponse(request.url, status, headers, Raw())
 
 
 def slow_down(times: int, attempts: list[str]) -> Callable[..., Any]:
@@ -346,9 +347,9 @@ def failing_keys_proxy(side_client: Any, bucket: str, fail: Callable[[str], bool
         tree = ET.fromstring(body)
         entries = []
         for obj in tree.iter(f"{ns}Object"):
-            entry = {"Key": obj.findtext(f"{ns}Key")}
+            entry = {"Key": obj.findtext(f"{ns}Key") or ""}
             if obj.findtext(f"{ns}VersionId"):
-                entry["VersionId"] = obj.findtext(f"{ns}VersionId")
+                entry["VersionId"] = obj.findtext(f"{ns}VersionId") or ""
             entries.append(entry)
         passing = [e for e in entries if not fail(e["Key"])]
         parts = ["<?xml version='1.0' encoding='UTF-8'?><DeleteResult xmlns='http://s3.amazonaws.com/doc/2006-03-01/'>"]

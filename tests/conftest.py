@@ -30,31 +30,13 @@ from urllib.parse import quote
 import boto3
 import pytest
 
+from servers import AWS_ENV, AWS_UNSET, Bucket, Database, PostgresServer, free_port, sqlite_file
 from support import CliResult
 
+# Fixtures shared by every test file, found by name (no imports in the tests).
+pytest_plugins = ["apply_support"]
+
 REPO = Path(__file__).resolve().parent.parent
-
-# Dummy credentials: the AWS secret must never show up in a plan or output.
-AWS_SECRET = "aws-SECRET-" + secrets.token_hex(8)
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "AWS_EC2_METADATA_DISABLED": "true",
-    "NO_PROXY": "127.0.0.1,localhost",
-    "no_proxy": "127.0.0.1,localhost",
-}
-AWS_UNSET = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 # --------------------------------------------------------------------------- environment
 
@@ -93,54 +75,6 @@ def s3_endpoint(_aws_environment: None) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
-
-
-def _moto_bucket_backend(name: str) -> Any | None:
-    """The in-process moto backend holding bucket ``name``, or None if unreachable."""
-    try:
-        from moto.backends import get_backend
-
-        backends = get_backend("s3")
-        for account in list(backends.keys()):
-            backend = backends[account]["global"]
-            if name in backend.buckets:
-                return backend
-    except Exception:  # moto's internals moved: fall back to HTTP
-        return None
-    return None
-
-
-@dataclass
-class Bucket:
-    """A fresh bucket on the moto server, with a plain boto3 client for setup."""
-
-    client: Any
-    name: str
-    endpoint: str
-
-    def put(self, key: str, body: bytes = b"x") -> dict[str, Any]:
-        return dict(self.client.put_object(Bucket=self.name, Key=key, Body=body))
-
-    def delete(self, key: str) -> dict[str, Any]:
-        """A plain DELETE: a delete marker in a versioned bucket."""
-        return dict(self.client.delete_object(Bucket=self.name, Key=key))
-
-    def put_many(self, keys: Iterable[str], body: bytes = b"x") -> None:
-        """Load many objects fast: moto's in-process backend, else a pool of HTTP PUTs."""
-        keys = list(keys)
-        backend = _moto_bucket_backend(self.name)
-        if backend is not None:
-            for key in keys:
-                backend.put_object(self.name, key, body)
-            return
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(lambda k: self.put(k, body), keys))
-
-    def current_keys(self) -> set[str]:
-        keys: set[str] = set()
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name):
-            keys.update(o["Key"] for o in page.get("Contents", []))
-        return keys
 
 
 @pytest.fixture(scope="session")
@@ -207,37 +141,6 @@ def _find_server_binary(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
-@dataclass
-class PostgresServer:
-    port: int
-    password: str
-    user: str = "app"
-    dbname: str = "postgres"
-
-    @property
-    def url(self) -> str:
-        return (
-            f"postgresql+psycopg2://{self.user}:{quote(self.password, safe='')}"
-            f"@127.0.0.1:{self.port}/{self.dbname}"
-        )
-
-    def url_with_password(self, password: str) -> str:
-        return f"postgresql+psycopg2://{self.user}:{quote(password, safe='')}@127.0.0.1:{self.port}/{self.dbname}"
-
-    def secrets(self) -> list[str]:
-        """Every form in which the password could leak."""
-        return [self.password, quote(self.password, safe=""), self.password.split("#")[0]]
-
-    def connect(self) -> Any:
-        import psycopg2
-
-        conn = psycopg2.connect(
-            host="127.0.0.1", port=self.port, user=self.user, password=self.password, dbname=self.dbname
-        )
-        conn.autocommit = True
-        return conn
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL cluster with password (scram-sha-256) authentication."""
@@ -297,55 +200,10 @@ def postgres() -> Iterator[PostgresServer]:
 # --------------------------------------------------------------------------- databases with tables
 
 
-@dataclass
-class Database:
-    """One database (PostgreSQL or SQLite) in which a test creates its own tables."""
-
-    kind: str
-    url: str
-    _execute: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
-    _executemany: Callable[[str, Sequence[Sequence[Any]]], None]
-    secrets: list[str] = field(default_factory=list)
-
-    @property
-    def param(self) -> str:
-        return "%s" if self.kind == "postgresql" else "?"
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._execute(sql, params)
-
-    def table(self, values: Iterable[Any], column_type: str = "TEXT", name: str | None = None) -> str:
-        """A new table ``name`` (unique by default) with one column ``s3_key``."""
-        name = name or f"t_{uuid.uuid4().hex[:12]}"
-        self.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, s3_key {column_type})")
-        rows = [(i, v) for i, v in enumerate(values, start=1)]
-        if rows:
-            self._executemany(f"INSERT INTO {name} (id, s3_key) VALUES ({self.param}, {self.param})", rows)
-        return name
-
-    def rows(self, table: str) -> list[tuple[Any, ...]]:
-        return self.execute(f"SELECT id, s3_key FROM {table} ORDER BY id")
-
-
 @pytest.fixture
-def pg(postgres: PostgresServer) -> Iterator[Database]:
-    conn = postgres.connect()
-
-    def execute(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with conn.cursor() as cur:
-            cur.execute(sql, tuple(params))
-            return list(cur.fetchall()) if cur.description else []
-
-    def executemany(sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        from psycopg2.extras import execute_batch
-
-        with conn.cursor() as cur:
-            execute_batch(cur, sql, rows, page_size=1000)
-
-    try:
-        yield Database("postgresql", postgres.url, execute, executemany, postgres.secrets())
-    finally:
-        conn.close()
+def pg(postgres: PostgresServer) -> Database:
+    """The session cluster's database, as the app's user (tests make their own tables)."""
+    return Database("postgresql", postgres.url, postgres.connect, postgres.secrets())
 
 
 @pytest.fixture
@@ -354,20 +212,10 @@ def sqlite_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def sqlite_db(sqlite_path: Path) -> Iterator[Database]:
-    def execute(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(sqlite_path) as conn:
-            rows = conn.execute(sql, tuple(params)).fetchall()
-        conn.close()
-        return list(rows)
-
-    def executemany(sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        with sqlite3.connect(sqlite_path) as conn:
-            conn.executemany(sql, rows)
-        conn.close()
-
-    execute("CREATE TABLE IF NOT EXISTS _init (x INTEGER)", ())
-    yield Database("sqlite", f"sqlite:///{sqlite_path}", execute, executemany)
+def sqlite_db(sqlite_path: Path) -> Database:
+    db = sqlite_file(sqlite_path)
+    db.execute("CREATE TABLE IF NOT EXISTS _init (x INTEGER)")
+    return db
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -410,3 +258,24 @@ def cli_process() -> Callable[..., CliResult]:
         return CliResult(code=proc.returncode, out=proc.stdout, err=proc.stderr)
 
     return run
+
+
+# --------------------------------------------------------------------------- markers
+
+# A test is 'integration' when it needs a server (moto's S3, PostgreSQL; 'db'
+# is PostgreSQL in one of its two runs), runs bmxgc as a separate process, or
+# is marked so (a server it reaches through request.getfixturevalue, a network
+# timeout); every other test is 'unit' and runs in seconds: pytest -m unit.
+_SERVERS = frozenset({"s3_endpoint", "postgres", "db", "cli_process"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        needs_server = bool(_SERVERS & set(getattr(item, "fixturenames", ())))
+        if item.get_closest_marker("integration") is not None:
+            continue
+        if item.get_closest_marker("unit") is not None:
+            if needs_server:
+                raise pytest.UsageError(f"{item.nodeid} is marked unit but uses a server fixture")
+            continue
+        item.add_marker(pytest.mark.integration if needs_server else pytest.mark.unit)

@@ -9,7 +9,7 @@ that claims work that was not done.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
@@ -39,7 +39,7 @@ def forward(side: Any, bucket: str, entries: list[dict[str, str]]) -> dict[str, 
 
 
 def result_xml(
-    deleted: list[dict[str, Any]], errors: list[tuple[str, str]] = (), *, drop_marker_ids: frozenset[str] = frozenset()
+    deleted: list[dict[str, Any]], errors: Sequence[tuple[str, str]] = (), *, drop_marker_ids: frozenset[str] = frozenset()
 ) -> bytes:
     parts = ["<?xml version='1.0' encoding='UTF-8'?><DeleteResult xmlns='http://s3.amazonaws.com/doc/2006-03-01/'>"]
     for d in deleted:

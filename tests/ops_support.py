@@ -18,9 +18,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from support import config_doc, write_toml
-
-LOCK_FOLDER = ".bmxgc/"
+from servers import Database
+from support import LOCK_FOLDER, config_doc, write_toml
 
 # One row of a listing: key, version id, delete marker?, latest?, etag, size.
 Row = tuple[str, str, bool, bool, str, int]
@@ -101,69 +100,6 @@ def s3_json(client: Any, url: str) -> Any:
     return json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-# --------------------------------------------------------------------------- databases
-
-
-@dataclass
-class Db:
-    """A database of its own for one test: PostgreSQL (a fresh database in the
-    session's cluster, so no other test's tables are cross-checked) or SQLite."""
-
-    kind: str
-    url: str
-    _connect: Any
-
-    @property
-    def param(self) -> str:
-        return "%s" if self.kind == "postgresql" else "?"
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        conn = self._connect()
-        try:
-            cur = conn.cursor()
-            cur.execute(sql, tuple(params))
-            rows = list(cur.fetchall()) if cur.description else []
-            conn.commit()
-            return rows
-        finally:
-            conn.close()
-
-    def insert(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-        conn = self._connect()
-        try:
-            cur = conn.cursor()
-            marks = ", ".join([self.param] * len(columns))
-            cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", [tuple(r) for r in rows])
-            conn.commit()
-        finally:
-            conn.close()
-
-
-def postgres_db(server: Any) -> Db:
-    """A new, empty database in the session's PostgreSQL cluster."""
-    import psycopg2
-
-    name = f"ops_{uuid.uuid4().hex[:12]}"
-    admin = server.connect()
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f"CREATE DATABASE {name}")
-    finally:
-        admin.close()
-    url = server.url.rsplit("/", 1)[0] + "/" + name
-
-    def connect() -> Any:
-        return psycopg2.connect(
-            host="127.0.0.1", port=server.port, user=server.user, password=server.password, dbname=name
-        )
-
-    return Db("postgresql", url, connect)
-
-
-def sqlite_file(path: Path) -> Db:
-    return Db("sqlite", f"sqlite:///{path}", lambda: sqlite3.connect(path))
-
-
 # --------------------------------------------------------------------------- a scene
 
 
@@ -176,7 +112,7 @@ class Scene:
     """
 
     bucket: Any  # conftest.Bucket
-    db: Db
+    db: Database
     folder: Path
     prefix: str = "books/"
     plans_dir: str = "plans"

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 PLAN_NAME = r"^\d{8}T\d{6}Z-[0-9a-f]{12}\.json$"
+# bmxgc's own objects in a scanned bucket, and its locks among them.
+LOCK_FOLDER = ".bmxgc/"
+LOCKS = LOCK_FOLDER + "locks/"
 
 
 # --------------------------------------------------------------------------- TOML
@@ -114,7 +117,8 @@ def spec_hash(doc: Mapping[str, Any]) -> str:
 
 
 def read_plan(path: Path | str) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    doc: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    return doc
 
 
 def orphan_keys(doc: Mapping[str, Any]) -> list[str]:
@@ -189,7 +193,7 @@ NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
 
 def references_of(per_source: Iterable[Iterable[str]], *, nulls: int = 0, empties: int = 0) -> Any:
     """A References result (what read_references returns) holding these keys."""
-    from bmxgc.references import References, SourceResult
+    from bmxgc.model import References, SourceResult
 
     sources = []
     for index, keys in enumerate(per_source):

@@ -18,13 +18,7 @@ from typing import Any
 
 import pytest
 
-from apply_support import (  # noqa: F401 (fixtures)
-    PREFIX,
-    World,
-    build_world,
-    fast_boto_clients,
-    world,
-)
+from apply_support import PREFIX, World, build_world
 from support import write_toml
 
 

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 import bmxgc
-from ops_support import Scene, held_objects, s3_json, sqlite_file
+from apply_support import Hooks, request_error
+from ops_support import Scene, held_objects, s3_json
+from servers import sqlite_file
 
 ORPHANS = [f"books/{n}/image_00.webp" for n in (101, 102, 103)]
 
@@ -35,7 +37,7 @@ def test_api_plan_apply_undo_from_a_dict_with_plans_in_s3(scene: Scene, make_buc
     assert planned.plan.stats.orphans == 3
     assert planned.path is not None and planned.path.startswith(f"s3://{store.name}/gc/")
 
-    applied = bmxgc.apply(planned.path, config, auto_approve=True)
+    applied = bmxgc.apply(config, planned.path, auto_approve=True)
     assert applied.deleted == 3
     assert all(scene.current(k) is None for k in ORPHANS)
     assert s3_json(store.client, applied.receipt_path)["status"] == "complete"
@@ -62,6 +64,26 @@ def test_api_recover_from_a_dict(scene: Scene, tmp_path: Path) -> None:
     assert scene.current(ORPHANS[0]) is not None
 
 
+def test_api_recover_that_cannot_restore_raises_with_what_it_did(scene: Scene, tmp_path: Path, hooked: Hooks) -> None:
+    """Fails on the old code: recover returned, and only the CLI exited 1."""
+    from bmxgc.errors import PartialFailure
+    from bmxgc.results import RecoverResult
+
+    config = bmxgc.config_from_dict(scene.doc(plans_dir=str(tmp_path / "plans")))
+    scene.bucket.delete(ORPHANS[0])
+    hooked("before-send.s3.DeleteObjects", request_error(1, 400, "ExpiredToken", []))
+    with pytest.raises(PartialFailure) as failed:
+        bmxgc.recover(config, since=datetime.now(timezone.utc) - timedelta(minutes=5), auto_approve=True)
+    assert failed.value.exit_code == 1 and "1 of 1 objects could not be restored" in str(failed.value)
+    assert isinstance(failed.value.result, RecoverResult) and failed.value.result.errors == 1
+    assert scene.current(ORPHANS[0]) is None
+
+
+def test_api_unlock_is_there(scene: Scene, tmp_path: Path) -> None:
+    config = bmxgc.config_from_dict(scene.doc(plans_dir=str(tmp_path / "plans")))
+    assert bmxgc.unlock(config, auto_approve=True).startswith("No lock on s3://")
+
+
 def test_api_errors_are_bmxgc_errors_with_exit_codes(scene: Scene, tmp_path: Path) -> None:
     from bmxgc.errors import ConfigError, GateRefused, PlanFileError, ServiceError
 
@@ -86,17 +108,17 @@ def test_api_errors_are_bmxgc_errors_with_exit_codes(scene: Scene, tmp_path: Pat
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(doc))
     with pytest.raises(PlanFileError) as tampered:
-        bmxgc.apply(edited, config, auto_approve=True)
+        bmxgc.apply(config, edited, auto_approve=True)
     assert tampered.value.exit_code == 3
 
     with pytest.raises(GateRefused) as consent:
-        bmxgc.apply(path, config)  # no terminal, no auto_approve
+        bmxgc.apply(config, path)  # no terminal, no auto_approve
     assert consent.value.exit_code == 3 and consent.value.gate == "consent"
     assert all(scene.current(k) is not None for k in ORPHANS)
 
-    bmxgc.apply(path, config, auto_approve=True)
+    bmxgc.apply(config, path, auto_approve=True)
     with pytest.raises(GateRefused) as twice:
-        bmxgc.apply(path, config, auto_approve=True)
+        bmxgc.apply(config, path, auto_approve=True)
     assert twice.value.exit_code == 3
 
     with pytest.raises(ConfigError) as window:

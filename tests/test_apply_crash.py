@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from apply_support import World, build_world, fast_boto_clients  # noqa: F401
+from apply_support import World, build_world
 
 ORPHANS = 1_005  # two DeleteObjects batches: 1,000 + 5
 LIVE = 5

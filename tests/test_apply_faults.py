@@ -16,17 +16,14 @@ from typing import Any
 import pytest
 
 from apply_support import (
-    fast_boto_clients,  # noqa: F401 (autouse)
     Hooks,
     World,
     batches,
     build_world,
     failing_keys_proxy,
-    hooked,  # noqa: F401
     plain_client,
     request_error,
     slow_down,
-    world,  # noqa: F401
 )
 from bmxgc.errors import DriftError, PartialFailure
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from apply_support import PREFIX, World, build_world, pg_world, world, fast_boto_clients  # noqa: F401
+from apply_support import PREFIX, World, build_world
 from bmxgc.errors import GateRefused
 from bmxgc.model import parse_rfc3339
 from support import spec_hash
@@ -93,7 +93,7 @@ def test_apply_missing_plan_file_refused(world: World, cli: Any) -> None:
     ids=["bucket", "prefix", "database"],
 )
 def test_apply_other_environment_refused_bucket_unchanged(
-    world: World, cli: Any, change: dict[str, str], named: str
+    world: World, cli: Any, change: dict[str, Any], named: str
 ) -> None:
     plan = world.plan()
     world.write_config(**change)
@@ -313,8 +313,13 @@ def test_apply_confirm_answering_no_refused_bucket_unchanged(world: World) -> No
     plan = world.plan()
     asked: list[str] = []
     before = world.snapshot()
+
+    def decline(summary: str) -> bool:
+        asked.append(summary)
+        return False
+
     with pytest.raises(GateRefused) as excinfo:
-        world.apply(plan, auto_approve=False, confirm=lambda summary: asked.append(summary) or False)
+        world.apply(plan, auto_approve=False, confirm=decline)
     assert excinfo.value.gate == "consent"
     assert len(asked) == 1 and "delete 6 objects" in asked[0]
     assert world.snapshot() == before

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from apply_support import PREFIX, World, build_world, fast_boto_clients, world  # noqa: F401
+from apply_support import PREFIX, World, build_world
 from support import assert_one_line_error, read_plan, spec_hash, write_toml
 
 

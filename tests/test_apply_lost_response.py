@@ -8,14 +8,11 @@ import collections
 from typing import Any
 
 from apply_support import (
-    fast_boto_clients,  # noqa: F401 (autouse)
     Hooks,
     _fake_response,
     World,
-    hooked,  # noqa: F401
     plain_client,
     request_error,
-    world,  # noqa: F401
 )
 from delete_faults import answers_without_marker_ids, done_twice, forward, lose_answer, lost_answers, requested, result_xml
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from apply_support import OUTSIDE, PREFIX, World, build_world, pg_world, world, fast_boto_clients  # noqa: F401
+from apply_support import OUTSIDE, PREFIX, World, build_world
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 

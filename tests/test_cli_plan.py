@@ -18,7 +18,7 @@ from bmxgc import s3
 from bmxgc.commands.plan import plan as run_plan
 from bmxgc.config import load_config
 from bmxgc.model import utc_now
-from conftest import AWS_SECRET, Bucket, Database, PostgresServer, free_port
+from servers import AWS_SECRET, Bucket, Database, PostgresServer, free_port
 from support import (
     PLAN_NAME,
     CliResult,
@@ -460,6 +460,7 @@ def test_plan_with_sqlite_database(cli: Cli, sqlite_scene: Scene) -> None:
     assert doc["database"] == sqlite_scene.db.url
 
 
+@pytest.mark.integration  # PostgreSQL through request.getfixturevalue
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
 def test_plan_query_that_writes_fails_and_database_is_unchanged(
     cli: Cli, kind: str, request: pytest.FixtureRequest

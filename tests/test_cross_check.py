@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
-from ops_support import Db, Scene, postgres_db, read_json, sqlite_file
+from ops_support import Scene, read_json
+from servers import Database, postgres_db, sqlite_file
 from support import CliResult, assert_one_line_error
 
 Cli = Callable[..., CliResult]
@@ -26,14 +27,14 @@ LIVE = [f"books/{n}/image_00.webp" for n in range(1, 11)]
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
-def app_db(request: pytest.FixtureRequest, tmp_path: Path) -> Db:
+def app_db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
     if request.param == "postgresql":
         return postgres_db(request.getfixturevalue("postgres"))
     return sqlite_file(tmp_path / "app.db")
 
 
 @pytest.fixture
-def scene(bucket: Any, app_db: Db, tmp_path: Path) -> Scene:
+def scene(bucket: Any, app_db: Database, tmp_path: Path) -> Scene:
     scene = Scene(bucket, app_db, tmp_path)
     scene.reference(k.removeprefix("books/") for k in LIVE)
     scene.books(range(1, 11))

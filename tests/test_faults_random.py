@@ -26,12 +26,10 @@ from typing import Any
 import pytest
 
 from apply_support import (
-    fast_boto_clients,  # noqa: F401 (autouse)
     Hooks,
     World,
     _fake_response,
     build_world,
-    hooked,  # noqa: F401
     plain_client,
     snapshot,
 )

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import pytest
 
-from apply_support import World, build_world, world  # noqa: F401
+from apply_support import World, build_world
 from bmxgc.planfile import default_file_name, render_plan_json
 from support import CliResult, assert_one_line_error, config_doc, make_plan, read_plan, spec_hash, write_toml
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -245,3 +246,25 @@ def test_check_live_age_refuses_objects_younger_than_min_age() -> None:
         check_live_age(p.orphans, live, timedelta(hours=24), NOW)
     assert excinfo.value.gate == "scope"
     assert [o.key for o in excinfo.value.offences] == [young]
+
+
+def test_check_consent_is_one_gate_for_apply_undo_and_unlock() -> None:
+    from bmxgc.gates import check_consent
+
+    asked: list[str] = []
+
+    def answer(yes: bool) -> Callable[[str], bool]:
+        def confirm(summary: str) -> bool:
+            asked.append(summary)
+            return yes
+
+        return confirm
+
+    check_consent(answer(True), "delete 3", command="apply")
+    with pytest.raises(GateRefused, match="undo cancelled: only 'yes' approves") as declined:
+        check_consent(answer(False), "restore 3", command="undo")
+    assert declined.value.gate == "consent" and asked == ["delete 3", "restore 3"]
+    with pytest.raises(GateRefused, match="pass --auto-approve to apply without asking"):
+        check_consent(None, "delete 3", command="apply")
+    with pytest.raises(GateRefused, match="^refused by gate 'consent': held by x$"):
+        check_consent(None, "s", command="unlock", no_terminal="held by x")

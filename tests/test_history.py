@@ -13,7 +13,8 @@ from typing import Any, Callable
 import pytest
 
 from apply_support import failing_keys_proxy, plain_client
-from ops_support import Scene, me, next_second, read_json, sqlite_file
+from ops_support import Scene, me, next_second, read_json
+from servers import sqlite_file
 from support import CliResult
 
 Cli = Callable[..., CliResult]
@@ -55,7 +56,9 @@ def test_history_lists_plans_newest_first_with_state_and_applier(scene: Scene, c
     config = load_config(scene.config_path)
     # Plans a minute apart, as a daily job's would be days apart (created_at has whole seconds).
     start = datetime.now(timezone.utc)
-    made = lambda minutes: Path(plan(config, now=start + timedelta(seconds=minutes * 60)).path or "")  # noqa: E731
+
+    def made(minutes: int) -> Path:
+        return Path(plan(config, now=start + timedelta(seconds=minutes * 60)).path or "")
 
     undone = made(1)
     apply(config, undone, auto_approve=True)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import Bucket, Database
+from servers import Bucket, Database
 from support import CliResult, assert_one_line_error, config_doc, orphan_keys, read_plan, write_toml
 
 Cli = Callable[..., CliResult]
@@ -46,7 +46,7 @@ class Incident:
         self.listing_images = db.table(f"listings/item_{i:03d}.json" for i in range(30))
 
     def config(self, template: str, prefix: str = "books/", name: str = "bmxgc.toml") -> Path:
-        references = [
+        references: list[dict[str, Any]] = [
             {"name": "book_images", "query": f"SELECT s3_key FROM {self.book_images}", "keys": [template]},
             {"name": "listing_images", "query": f"SELECT s3_key FROM {self.listing_images}"},
         ]

@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 
-from apply_support import LOCK_FOLDER, Hooks, World, hooked, request_error, world, fast_boto_clients  # noqa: F401
+from apply_support import Hooks, World, request_error
 from bmxgc.errors import GateRefused
 from bmxgc.model import rfc3339, utc_now
 from ops_support import versions
-from support import assert_one_line_error
+from support import LOCKS, assert_one_line_error
 
-LOCK_KEY = LOCK_FOLDER + "books%2F.json"
+LOCK_KEY = LOCKS + "books%2F.json"
 
 
 def plant_stale_lock(world: World, age: timedelta) -> str:
@@ -95,8 +95,12 @@ def test_unlock_confirm_declined_keeps_lock(world: World) -> None:
 
     etag = plant_stale_lock(world, timedelta(hours=1))
     asked: list[str] = []
+    def decline(text: str) -> bool:
+        asked.append(text)
+        return False
+
     try:
-        unlock(world.config(), confirm=lambda text: asked.append(text) or False)
+        unlock(world.config(), confirm=decline)
     except GateRefused as refusal:
         assert refusal.gate == "consent"
     else:
@@ -203,7 +207,7 @@ def test_apply_refused_by_whole_bucket_lock_then_unlock_whole_bucket(world: Worl
     plan = world.plan()
     holder = {"user": "ops", "host": "laptop-1", "pid": "77", "command": "recover", "plan_hash": "(recover)",
               "acquired_at": rfc3339(utc_now() - timedelta(minutes=4))}
-    world.client.put_object(Bucket=world.name, Key=LOCK_FOLDER + ".json", Body=json.dumps(holder).encode())
+    world.client.put_object(Bucket=world.name, Key=LOCKS + ".json", Body=json.dumps(holder).encode())
     before = world.snapshot()
     result = cli("-c", world.config_path, "apply", plan, "--auto-approve")
     assert result.code == 3, result.output
@@ -222,7 +226,7 @@ def test_apply_refused_by_whole_bucket_lock_then_unlock_whole_bucket(world: Worl
 def test_apply_refused_by_lock_on_a_prefix_inside_its_own(world: World, cli: Any) -> None:
     plan = world.plan()
     world.client.put_object(
-        Bucket=world.name, Key=LOCK_FOLDER + "books%2F2024%2F.json", Body=json.dumps({"user": "x"}).encode()
+        Bucket=world.name, Key=LOCKS + "books%2F2024%2F.json", Body=json.dumps({"user": "x"}).encode()
     )
     before = world.snapshot()
     result = cli("-c", world.config_path, "apply", plan, "--auto-approve")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from apply_support import World, build_world, fast_boto_clients  # noqa: F401
+from apply_support import World, build_world
 from support import NOW, read_plan, references_of, spec_hash, version, write_toml
 
 ORPHAN = "books/515/image_00.webp"

@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 import pytest
 
-from ops_support import Scene, held_objects, me, s3_json, saved, sqlite_file
+from ops_support import Scene, held_objects, me, s3_json, saved
+from servers import sqlite_file
 from support import PLAN_NAME, CliResult, assert_one_line_error
 
 Cli = Callable[..., CliResult]

@@ -25,7 +25,8 @@ from typing import Any, Callable
 
 import pytest
 
-from ops_support import Scene, current, sqlite_file
+from ops_support import Scene, current
+from servers import sqlite_file
 from support import CliResult, config_doc, write_toml
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import pytest
 
-from apply_support import Hooks, build_world, hooked, request_error  # noqa: F401
+from apply_support import Hooks, build_world, request_error
 from ops_support import (
     current,
     delete_plainly,

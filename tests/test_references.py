@@ -9,7 +9,7 @@ import pytest
 from bmxgc.config import ReferenceSource
 from bmxgc.errors import BmxgcError, ReferenceQueryError, ServiceError
 from bmxgc.references import read_references, redact_url
-from conftest import Database, PostgresServer, free_port
+from servers import Database, PostgresServer, free_port
 
 
 def source(query: str, keys: list[str] | None = None, name: str = "src") -> ReferenceSource:

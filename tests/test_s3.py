@@ -10,7 +10,7 @@ from botocore.awsrequest import AWSResponse
 
 from bmxgc import s3
 from bmxgc.errors import ServiceError
-from conftest import Bucket
+from servers import Bucket
 from support import pages_needed
 
 UNUSUAL_KEYS = [
@@ -126,7 +126,8 @@ def test_s3_throttling_is_retried_by_botocore(bucket: Bucket) -> None:
         attempts["sent"] += 1
         if attempts["sent"] == 1:
             body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
-            return AWSResponse(request.url, 503, {}, _Raw(body))
+            headers: Any = {}
+            return AWSResponse(request.url, 503, headers, _Raw(body))
         return None
 
     client.meta.events.register("before-send.s3.ListObjectVersions", slow_down_once)

@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 
-from apply_support import World, fast_boto_clients, world  # noqa: F401
+from apply_support import World
 from support import CliResult, assert_one_line_error, config_doc, write_toml
 
 Cli = Callable[..., CliResult]
 PASSWORD = "SECRETpass"
 
 
+@pytest.mark.integration  # waits for connections to an unreachable endpoint to fail
 def test_unreachable_endpoint_with_credentials_is_named_without_the_password(
     cli: Cli, sqlite_db: Any, tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import Database
+from servers import Database
 from support import CliResult, assert_one_line_error, config_doc, read_plan, write_toml
 
 Cli = Callable[..., CliResult]

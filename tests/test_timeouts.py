@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from apply_support import Hooks, World, fast_boto_clients, hooked, pg_world, slow_down, world  # noqa: F401
+from apply_support import Hooks, World, slow_down
 from ops_support import versions
 from support import CliResult, assert_one_line_error, config_doc, write_toml
 

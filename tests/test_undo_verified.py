@@ -12,12 +12,9 @@ import sys
 from typing import Any
 
 from apply_support import (
-    fast_boto_clients,  # noqa: F401 (autouse)
     Hooks,
     World,
-    hooked,  # noqa: F401
     plain_client,
-    world,  # noqa: F401
 )
 from delete_faults import claims_without_work, error_after_work
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from bmxgc import gates, lock, s3
 from bmxgc.config import Config, ReferenceSource
 from bmxgc.drift import KeyHistory, find_drift, group_by_key, markers_above
 from bmxgc.errors import ConfigError, DriftError, GateRefused, PartialFailure, ServiceError
+from bmxgc.executor import Sent, send_batches
 from bmxgc.live import live_histories
 from bmxgc.model import (
     DeletedEntry,
@@ -27,25 +27,15 @@ from bmxgc.model import (
     utc_now,
 )
 from bmxgc.planfile import parse_plan_text
-from bmxgc.receipt import Journal, check_not_applied, receipt_name_for
+from bmxgc.naming import receipt_name_for
+from bmxgc.receipt import Journal, check_not_applied
 from bmxgc.references import check_connection, read_references, redact_url
+from bmxgc.results import ApplyResult
 from bmxgc.store import plans_store, read_document
 
-# confirm(summary) -> True only if the operator typed "yes".
-Confirm = Callable[[str], bool]
+Confirm = gates.Confirm
 # progress(deleted so far, total)
 DeleteProgress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class ApplyResult:
-    plan: Plan
-    receipt: Receipt
-    receipt_path: str  # a path or an s3:// URL
-
-    @property
-    def deleted(self) -> int:
-        return len(self.receipt.deleted)
 
 
 def apply(
@@ -62,7 +52,7 @@ def apply(
     """Apply a reviewed plan. Raises GateRefused (exit 3) on any doubt,
     PartialFailure (exit 1) when some keys could not be deleted."""
     location = str(plan_path)
-    client = client or s3.client_for(config.s3)
+    client = s3.client_for(config.s3, client)
     plan = parse_plan_text(read_document(location, client), location)  # gate 1: integrity
     database_url = config.database_url()
     gates.check_environment(plan, config, redact_url(database_url))  # gate 2
@@ -83,13 +73,7 @@ def apply(
         # Gates 4 (age, near misses) and 5 again, from live state, then gate 8.
         _check_drift(client, plan, database_url, sources, config=config, limits=limits, min_age=min_age, now=now)
         if not auto_approve:  # gate 9
-            if confirm is None:
-                raise GateRefused(
-                    "consent",
-                    "no terminal to ask for approval; pass --auto-approve to apply without asking",
-                )
-            if not confirm(_consent_summary(plan)):
-                raise GateRefused("consent", "apply cancelled: only 'yes' approves")
+            gates.check_consent(confirm, _consent_summary(plan), command="apply")
             # Time passed at the prompt: look again just before deleting.
             _check_drift(client, plan, database_url, sources, config=config, limits=limits, min_age=min_age, now=now)
         # Again under the lock: a copy of this plan may have been applied (and
@@ -189,65 +173,67 @@ def _consent_summary(plan: Plan) -> str:
 MAX_SENDS = 3
 
 
+Answer = tuple[list[DeletedEntry], list[KeyFailure]]
+
+
+class _Receipt:
+    """The receipt as the executor's journal: pending batch before, entries after."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    def intend(self, batch: Sequence[ObjectVersion]) -> None:
+        self.journal.intend(batch)
+
+    def record(self, answer: Answer) -> None:
+        self.journal.record(*answer)
+
+    def interrupted(self) -> None:
+        # The batch in flight stays 'pending' in the receipt: undo finds its markers.
+        self.journal.finish(failed=True)
+
+
 def _delete_all(
     client: s3.S3Client, plan: Plan, journal: Journal, progress: DeleteProgress | None
 ) -> None:
-    orphans = plan.orphans
-    done = 0
-    try:
-        for start in range(0, len(orphans), s3.MAX_KEYS_PER_REQUEST):
-            batch = orphans[start : start + s3.MAX_KEYS_PER_REQUEST]
-            _delete_batch(client, plan, journal, batch)
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(orphans))
-    except (ServiceError, KeyboardInterrupt):
-        # The batch in flight stays 'pending' in the receipt: undo finds its markers.
-        journal.finish(failed=True)
-        raise
+    send_batches(plan.orphans, _Receipt(journal), lambda todo, n: _send(client, plan, todo, n), progress=progress)
     journal.finish()
 
 
-def _delete_batch(client: s3.S3Client, plan: Plan, journal: Journal, batch: Sequence[ObjectVersion]) -> None:
+def _send(client: s3.S3Client, plan: Plan, todo: list[ObjectVersion], send: int) -> Sent[ObjectVersion, Answer]:
     """One DeleteObjects for the batch, sent once (never retried blind: done
     twice, it stacks two markers per key). When the answer is lost, is a server
     error, or leaves a key in doubt, S3's listing says what happened to each
     key: deleted keys are recorded with their marker, keys still current are
-    sent again (intent journaled first), up to MAX_SENDS requests in all."""
-    todo = list(batch)
-    for send in range(1, MAX_SENDS + 1):
-        journal.intend(todo)
-        failure: str | None = None
-        try:
-            outcome = s3.delete_batch(client, plan.bucket, [(o.key, None, o.etag) for o in todo])
-        except s3.RequestInDoubt as exc:
-            failure = str(exc)
-            deleted: list[DeletedEntry] = []
-            errors: list[KeyFailure] = []
-            unsure: list[ObjectVersion] = todo
-        else:
-            deleted, errors, unsure = _outcome_entries(todo, outcome)
-        not_deleted: list[ObjectVersion] = []
-        if unsure:
-            found, not_deleted, odd = _look_up(client, plan, unsure)
-            deleted += found
-            errors += odd
-        if not_deleted and send < MAX_SENDS:
-            journal.record(deleted, errors)
-            todo = not_deleted
-            continue
-        why = failure or "S3 reported neither a delete marker nor an error"
-        errors += [
-            KeyFailure(
-                key=o.key,
-                version_id=o.version_id,
-                code="NotDeleted",
-                message=f"still current after {send} DeleteObjects request(s); last: {why}",
-            )
-            for o in not_deleted
-        ]
-        journal.record(deleted, errors)
-        return
+    sent again (the executor journals intent first), up to MAX_SENDS requests in all."""
+    failure: str | None = None
+    try:
+        outcome = s3.delete_batch(client, plan.bucket, [(o.key, None, o.etag) for o in todo])
+    except s3.RequestInDoubt as exc:
+        failure = str(exc)
+        deleted: list[DeletedEntry] = []
+        errors: list[KeyFailure] = []
+        unsure: list[ObjectVersion] = todo
+    else:
+        deleted, errors, unsure = _outcome_entries(todo, outcome)
+    not_deleted: list[ObjectVersion] = []
+    if unsure:
+        found, not_deleted, odd = _look_up(client, plan, unsure)
+        deleted += found
+        errors += odd
+    if not_deleted and send < MAX_SENDS:
+        return Sent((deleted, errors), again=not_deleted)
+    why = failure or "S3 reported neither a delete marker nor an error"
+    errors += [
+        KeyFailure(
+            key=o.key,
+            version_id=o.version_id,
+            code="NotDeleted",
+            message=f"still current after {send} DeleteObjects request(s); last: {why}",
+        )
+        for o in not_deleted
+    ]
+    return Sent((deleted, errors))
 
 
 def _look_up(

@@ -7,43 +7,35 @@ as usual.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from bmxgc import s3
 from bmxgc.config import Config
 from bmxgc.errors import PlanFileError
-from bmxgc.planfile import parse_plan_text, parse_recovery_plan, strict_json
-from bmxgc.receipt import RECEIPT_SUFFIX, UNDO_SUFFIX, load_receipt
+from bmxgc.model import Plan, Receipt, RecoveryPlan, UndoRecord
+from bmxgc.naming import (
+    DOCUMENT_SUFFIX,
+    RECEIPT_SUFFIX,
+    is_plan_name,
+    plan_for,
+    receipt_for_plan,
+    undo_record_for_plan,
+)
+from bmxgc.planfile import PLAN, RECOVERY_PLAN, UNDO_RECORD, read
+from bmxgc.receipt import load_receipt
+from bmxgc.results import HistoryEntry
 from bmxgc.store import Store, plans_store
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    when: str
-    name: str
-    bucket: str
-    prefix: str
-    orphans: int | None  # None when the file cannot be read
-    # planned, applied, partial, in progress, undone, recovery (not run),
-    # recovered, unreadable, receipt unreadable, undo record unreadable
-    state: str
-    applied_by: str = ""
-    # Why a file is unreadable: (file name, reason), for this entry's own file
-    # or its receipt or undo record.
-    problem: tuple[str, str] | None = None
 
 
 def history(config: Config, *, client: s3.S3Client | None = None) -> list[HistoryEntry]:
     store = plans_store(config, client)
     names = set(store.names())
-    documents = {n for n in names if n.endswith(".json")}
-    plans = {n for n in documents if not n.endswith((RECEIPT_SUFFIX, UNDO_SUFFIX))}
+    documents = {n for n in names if n.endswith(DOCUMENT_SUFFIX)}
+    plans = {n for n in documents if is_plan_name(n)}
     entries = [_entry(store, name, names) for name in plans]
     # Receipts and undo records are read with their plan; one whose plan is
     # not here (applied from elsewhere) is listed only if it is unreadable.
     for name in sorted(documents - plans):
-        stem = name.removesuffix(RECEIPT_SUFFIX).removesuffix(UNDO_SUFFIX)
-        if stem + ".json" not in plans:
+        if plan_for(name) not in plans:
             reason = _unreadable_reason(store, name)
             if reason is not None:
                 entries.append(_unreadable(name, reason))
@@ -74,59 +66,40 @@ def _unreadable_reason(store: Store, name: str) -> str | None:
 
 
 def _entry(store: Store, name: str, names: set[str]) -> HistoryEntry:
-    stem = name.removesuffix(".json")
-    receipt_name = stem + RECEIPT_SUFFIX
     try:
-        text = store.read(name) or ""
-        try:
-            plan = parse_plan_text(text, store.location(name))
-        except PlanFileError:
-            if not _is_recovery_plan(text):
-                raise
-            return _recovery_entry(store, name, text, receipt_name in names)
+        found: Plan | RecoveryPlan = read(store.read(name) or "", store.location(name), PLAN, RECOVERY_PLAN)
     except PlanFileError as exc:
         return _unreadable(name, _why(exc, store, name))
-    state, by, problem = "planned", "", None
-    if receipt_name in names:
+    receipt_name = receipt_for_plan(name)
+    if isinstance(found, RecoveryPlan):
+        state, by, problem = _receipt_state(store, receipt_name, names, "recovery (not run)", "recovered")
+        count = found.stats.to_restore
+        return HistoryEntry(found.created_at, name, found.bucket, found.prefix, count, state, by, problem)
+    state, by, problem = _receipt_state(store, receipt_name, names, "planned", None)
+    if state in ("applied", "partial", "in progress"):
+        record_name = undo_record_for_plan(name)
         try:
-            receipt = load_receipt(store, receipt_name)
+            if _undone(store, record_name):
+                state = "undone"
         except PlanFileError as exc:
-            state, problem = "receipt unreadable", (receipt_name, _why(exc, store, receipt_name))
-        else:
-            state = {"complete": "applied", "partial": "partial", "in_progress": "in progress"}[receipt.status]
-            by = f"{receipt.applied_by.get('user', '?')}@{receipt.applied_by.get('host', '?')}"
-            try:
-                if _undone(store, stem + UNDO_SUFFIX):
-                    state = "undone"
-            except PlanFileError as exc:
-                state, problem = "undo record unreadable", (stem + UNDO_SUFFIX, _why(exc, store, stem + UNDO_SUFFIX))
-    return HistoryEntry(plan.created_at, name, plan.bucket, plan.prefix, plan.stats.orphans, state, by, problem)
+            state, problem = "undo record unreadable", (record_name, _why(exc, store, record_name))
+    return HistoryEntry(found.created_at, name, found.bucket, found.prefix, found.stats.orphans, state, by, problem)
 
 
-def _is_recovery_plan(text: str) -> bool:
+def _receipt_state(
+    store: Store, receipt_name: str, names: set[str], without: str, done: str | None
+) -> tuple[str, str, tuple[str, str] | None]:
+    """The state a receipt gives its plan (``without`` when there is none;
+    ``done`` for any status, else the status's own word), who ran it, and a problem."""
+    if receipt_name not in names:
+        return without, "", None
     try:
-        raw = strict_json(text)
-    except ValueError:
-        return False
-    return isinstance(raw, dict) and raw.get("kind") == "recovery"
-
-
-def _recovery_entry(store: Store, name: str, text: str, applied: bool) -> HistoryEntry:
-    recovery = parse_recovery_plan(text, store.location(name))
-    by, state, problem = "", "recovery (not run)", None
-    if applied:
-        receipt_name = name.removesuffix(".json") + RECEIPT_SUFFIX
-        try:
-            receipt = load_receipt(store, receipt_name)
-        except PlanFileError as exc:
-            state, problem = "receipt unreadable", (receipt_name, _why(exc, store, receipt_name))
-        else:
-            state = "recovered"
-            by = f"{receipt.applied_by.get('user', '?')}@{receipt.applied_by.get('host', '?')}"
-    count = recovery.stats.get("to_restore", 0)
-    return HistoryEntry(
-        recovery.created_at, name, recovery.bucket, recovery.prefix, count, state, by, problem
-    )
+        receipt: Receipt = load_receipt(store, receipt_name)
+    except PlanFileError as exc:
+        return "receipt unreadable", "", (receipt_name, _why(exc, store, receipt_name))
+    state = done or {"complete": "applied", "partial": "partial", "in_progress": "in progress"}[receipt.status]
+    by = f"{receipt.applied_by.get('user', '?')}@{receipt.applied_by.get('host', '?')}"
+    return state, by, None
 
 
 def _undone(store: Store, record_name: str) -> bool:
@@ -134,11 +107,5 @@ def _undone(store: Store, record_name: str) -> bool:
     text = store.read(record_name)
     if text is None:
         return False
-    try:
-        record = strict_json(text)
-        runs = record.get("runs") if isinstance(record, dict) else None
-        if not isinstance(runs, list) or not all(isinstance(run, dict) for run in runs):
-            raise ValueError("no list of runs")
-    except ValueError as exc:
-        raise PlanFileError(f"{store.location(record_name)}: not an undo record: {exc}") from None
-    return any(run.get("restored") for run in runs)
+    record: UndoRecord = read(text, store.location(record_name), UNDO_RECORD)
+    return any(run.restored for run in record.runs)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -12,20 +11,15 @@ from bmxgc.config import Config
 from bmxgc.errors import ConfigError, PlanFileError
 from bmxgc.model import Plan, utc_now
 from bmxgc.planfile import default_file_name, parse_plan_text, render_plan_json
+from bmxgc.results import PlanResult
 from bmxgc.planner import Previous, ScanContext, build_plan, with_cross_check
-from bmxgc.receipt import RECEIPT_SUFFIX, UNDO_SUFFIX
+from bmxgc.naming import is_plan_name
 from bmxgc.references import cross_check as references_cross_check
 from bmxgc.references import read_references, redact_url
 from bmxgc.store import Store, create_once, is_s3_url, open_location, plans_store
 
 # progress(stage, count): "listing" counts versions listed, "querying" rows read.
 Progress = Callable[[str, int], None]
-
-
-@dataclass(frozen=True)
-class PlanResult:
-    plan: Plan
-    path: str | None  # where the plan was written (a path or an s3:// URL); None if not written
 
 
 def plan(
@@ -52,7 +46,7 @@ def plan(
     references = read_references(
         database_url, config.references, progress=_stage(progress, "querying"), timeouts=config.database
     )
-    client = client or s3.client_for(config.s3)
+    client = s3.client_for(config.s3, client)
     bucket, prefix = config.s3.bucket, config.s3.prefix
     versioning = s3.versioning_status(client, bucket)
     undo_days = s3.noncurrent_expiry_days(client, bucket, prefix)
@@ -121,7 +115,7 @@ PREVIOUS_PLANS_READ = 20
 def previous_plan(store: Store, bucket: str, prefix: str) -> Previous | None:
     """The newest plan in ``store`` for this bucket and prefix (among the newest 20 files)."""
     candidates = [
-        n for n in store.names() if n.endswith(".json") and not n.endswith((RECEIPT_SUFFIX, UNDO_SUFFIX))
+        n for n in store.names() if is_plan_name(n)
     ]
     found: list[Previous] = []
     for name in sorted(candidates, reverse=True)[:PREVIOUS_PLANS_READ]:

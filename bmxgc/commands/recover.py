@@ -8,40 +8,33 @@ writes a receipt of its own.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime
 
 from bmxgc import __version__, lock, s3
 from bmxgc.config import Config
-from bmxgc.errors import ConfigError, ServiceError
+from bmxgc.errors import ConfigError, PartialFailure
+from bmxgc.executor import Sent, send_batches
 from bmxgc.model import (
     EARLIEST,
     LATEST,
     KeyFailure,
     RecoveryItem,
     RecoveryPlan,
+    RecoveryStats,
     TimeOutOfRange,
     RestoredEntry,
     parse_rfc3339,
     rfc3339,
     utc_now,
 )
-from bmxgc.planfile import PLACEHOLDER_HASH, document, seal
+from bmxgc.planfile import PLACEHOLDER_HASH, render, seal
 from bmxgc.planner import spread_sample
-from bmxgc.receipt import RECEIPT_SUFFIX, Journal, to_json
-from bmxgc.recovery import RecoveryScan, find_recoverable
+from bmxgc.naming import receipt_for_plan, recovery_plan_name
+from bmxgc.receipt import Journal
+from bmxgc.recover_decision import RecoveryScan, find_recoverable
+from bmxgc.results import RecoverResult
 from bmxgc.store import create_once, plans_store
-
-
-@dataclass(frozen=True)
-class RecoverResult:
-    plan: RecoveryPlan
-    plan_location: str
-    nothing_beneath: list[str]
-    applied: bool
-    receipt_location: str | None = None
-    restored: int = 0
-    errors: int = 0
 
 
 def parse_time(text: str, flag: str) -> datetime:
@@ -81,24 +74,27 @@ def recover(
     auto_approve: bool = False,
     client: s3.S3Client | None = None,
 ) -> RecoverResult:
+    """Find the keys deleted in [since, until] that can be brought back and write
+    the recovery plan; with ``auto_approve``, remove their markers. Raises
+    PartialFailure (exit 1; ``result`` says what was done) when some could not be."""
     scope = recover_scope(config, prefix, whole_bucket)
     until = until or utc_now()
     if until < since:
         raise ConfigError(f"--until {rfc3339(until)} is before --since {rfc3339(since)}")
-    client = client or s3.client_for(config.s3)
+    client = s3.client_for(config.s3, client)
     bucket = config.s3.bucket
     store = plans_store(config, client)
     with lock.held(client, bucket, scope, command="recover", plan_hash="(recover)"):
         scan = find_recoverable(s3.list_versions(client, bucket, scope), since, until)
         now = utc_now()
         plan = _recovery_plan(bucket, scope, since, until, scan, now)
-        name = f"{now:%Y%m%dT%H%M%SZ}-recover-{plan.plan_hash.removeprefix('sha256:')[:12]}.json"
-        plan_location = create_once(store, name, to_json(document(plan)), read_only=True)
+        name = recovery_plan_name(now, plan.plan_hash)
+        plan_location = create_once(store, name, render(plan), read_only=True)
         if not auto_approve or not plan.restores:
             return RecoverResult(plan, plan_location, scan.nothing_beneath, applied=False)
         journal = Journal.create(
             store,
-            name.removesuffix(".json") + RECEIPT_SUFFIX,
+            receipt_for_plan(name),
             kind="recover",
             plan_hash=plan.plan_hash,
             bucket=bucket,
@@ -107,7 +103,7 @@ def recover(
             undo_until=None,
         )
         restored, failed = _remove_markers(client, bucket, plan.restores, journal)
-    return RecoverResult(
+    result = RecoverResult(
         plan,
         plan_location,
         scan.nothing_beneath,
@@ -116,6 +112,14 @@ def recover(
         restored=restored,
         errors=failed,
     )
+    if failed:
+        raise PartialFailure(
+            f"{failed:,} of {len(plan.restores):,} objects could not be restored (see 'errors' in "
+            f"{journal.location}); {restored:,} were. Run the same 'bmxgc recover' again: it restores "
+            "only what is still deleted",
+            result,
+        )
+    return result
 
 
 def _recovery_plan(
@@ -132,51 +136,49 @@ def _recovery_plan(
         prefix=scope,
         since=rfc3339(since),
         until=rfc3339(until),
-        stats={
-            "versions_listed": scan.versions_listed,
-            "delete_markers_in_window": scan.markers_in_window,
-            "to_restore": len(items),
-            "nothing_beneath": len(scan.nothing_beneath),
-            "bytes_to_restore": sum(i.restores_size for i in items),
-        },
+        stats=RecoveryStats(
+            versions_listed=scan.versions_listed,
+            delete_markers_in_window=scan.markers_in_window,
+            to_restore=len(items),
+            nothing_beneath=len(scan.nothing_beneath),
+            bytes_to_restore=sum(i.restores_size for i in items),
+        ),
         sample_keys=spread_sample([i.key for i in items]),
         restores=items,
     )
     return seal(body)
 
 
-def _remove_markers(
-    client: s3.S3Client, bucket: str, items: list[RecoveryItem], journal: Journal
-) -> tuple[int, int]:
-    """Remove every item's markers, 1,000 per request; a key is restored once
-    all of its markers are gone (a key deleted twice has two)."""
-    entries = [
-        (index, item.key, marker)
-        for index, item in enumerate(items)
-        for marker in [item.delete_marker_version_id, *(item.stacked_delete_marker_version_ids or [])]
-    ]
-    left = collections.Counter(index for index, _key, _marker in entries)
-    failed: set[int] = set()
-    for start in range(0, len(entries), s3.MAX_KEYS_PER_REQUEST):
-        batch = entries[start : start + s3.MAX_KEYS_PER_REQUEST]
-        try:
-            outcome = s3.delete_batch(client, bucket, [(key, marker, None) for _index, key, marker in batch])
-        except ServiceError as exc:
-            # As undo does: record the batch as failed and go on; a rerun
-            # finds what is still deleted.
-            outcome = s3.DeleteOutcome(
-                deleted=[], errors=sorted({(key, "RequestFailed", str(exc)) for _i, key, _m in batch})
-            )
+Entry = tuple[int, str, str]  # index of the item, key, marker version id
+Answer = tuple[list[Entry], s3.DeleteOutcome]
+
+
+class _Restoring:
+    """The recover receipt as the executor's journal: after each request, the
+    keys whose every marker is gone are recorded restored (a key deleted twice
+    has two markers, possibly in two requests), and the keys S3 refused, failed."""
+
+    def __init__(self, journal: Journal, items: list[RecoveryItem], entries: list[Entry]) -> None:
+        self.journal = journal
+        self.items = items
+        self.left = collections.Counter(index for index, _key, _marker in entries)
+        self.failed: set[int] = set()
+
+    def intend(self, batch: Sequence[Entry]) -> None:
+        """Nothing to note: the recovery plan, written first, lists every marker."""
+
+    def record(self, answer: Answer) -> None:
+        batch, outcome = answer
         done = {(key, vid) for key, vid, _marker in outcome.deleted}
         done_keys = {key for key, vid, _marker in outcome.deleted if vid is None}  # an answer without VersionId
         restored: list[RestoredEntry] = []
         for index, key, marker in batch:
             if (key, marker) not in done and key not in done_keys:
-                failed.add(index)
+                self.failed.add(index)
                 continue
-            left[index] -= 1
-            if left[index] == 0 and index not in failed:
-                item = items[index]
+            self.left[index] -= 1
+            if self.left[index] == 0 and index not in self.failed:
+                item = self.items[index]
                 restored.append(
                     RestoredEntry(
                         key=item.key,
@@ -184,6 +186,32 @@ def _remove_markers(
                         removed_delete_marker_version_id=item.delete_marker_version_id,
                     )
                 )
-        journal.record_restored(restored, [KeyFailure(key=k, code=c, message=m) for k, c, m in outcome.errors])
+        self.journal.record_restored(restored, [KeyFailure(key=k, code=c, message=m) for k, c, m in outcome.errors])
+
+    def interrupted(self) -> None:
+        self.journal.finish(failed=True)
+
+
+def _remove_markers(
+    client: s3.S3Client, bucket: str, items: list[RecoveryItem], journal: Journal
+) -> tuple[int, int]:
+    """Remove every item's markers through the executor, 1,000 per request; a
+    key is restored once all of its markers are gone. A failed request is
+    recorded as failed for its keys and the run goes on, as undo's does; a
+    rerun finds what is still deleted."""
+    entries = [
+        (index, item.key, marker)
+        for index, item in enumerate(items)
+        for marker in [item.delete_marker_version_id, *(item.stacked_delete_marker_version_ids or [])]
+    ]
+    send_batches(
+        entries,
+        _Restoring(journal, items, entries),
+        lambda batch, _n: Sent((batch, s3.delete_batch(client, bucket, [(k, m, None) for _i, k, m in batch]))),
+        failed=lambda batch, exc: (
+            batch,
+            s3.DeleteOutcome(deleted=[], errors=sorted({(key, "RequestFailed", str(exc)) for _i, key, _m in batch})),
+        ),
+    )
     journal.finish()
     return len(journal.receipt.restored), len(journal.receipt.errors)

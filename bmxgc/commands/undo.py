@@ -3,42 +3,37 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
-from bmxgc import lock, s3
+from bmxgc import gates, lock, s3
 from bmxgc.config import Config
 from bmxgc.drift import KeyHistory
 from bmxgc.errors import BmxgcError, GateRefused, PartialFailure, PlanFileError, ServiceError
+from bmxgc.executor import Sent, send_batches
 from bmxgc.live import live_histories
-from bmxgc.model import Receipt, parse_rfc3339, rfc3339, utc_now
-from bmxgc.planfile import strict_json
-from bmxgc.receipt import load_receipt, newest_receipt, to_json, undo_record_name, who
-from bmxgc.restore import Restore, RestorePlan, Skip, Window, apply_window, plan_undo, targets
+from bmxgc.model import (
+    KeyFailure,
+    Receipt,
+    UndoNotRestored,
+    UndoRecord,
+    UndoRestored,
+    UndoRun,
+    UndoSkipped,
+    parse_rfc3339,
+    rfc3339,
+    utc_now,
+    who,
+)
+from bmxgc.naming import undo_record_name
+from bmxgc.planfile import UNDO_RECORD, read, render
+from bmxgc.receipt import load_receipt, newest_receipt
+from bmxgc.undo_decision import Restore, RestorePlan, Skip, Window, apply_window, plan_undo, targets
+from bmxgc.results import UndoResult
 from bmxgc.store import Store, open_location, plans_store
 
-Confirm = Callable[[str], bool]
-
-
-@dataclass(frozen=True)
-class UndoResult:
-    receipt_path: str
-    record_path: str
-    restored: list[Restore]  # verified: the deleted version is current again
-    skipped: list[Skip]
-    already_restored: list[str]
-    errors: list[tuple[str, str, str]]  # key, code, message: markers S3 did not remove
-    not_restored: list[tuple[str, str]] = field(default_factory=list)  # key, what S3 shows now
-    record_error: str | None = None  # why the undo record could not be written
-
-    @property
-    def still_deleted(self) -> list[tuple[str, str]]:
-        """Every key undo leaves without its deleted version or a newer real one, and why."""
-        failed = {key: f"{code}: {message}" for key, code, message in self.errors}
-        left = [(key, f"{failed[key]}; {found}" if key in failed else found) for key, found in self.not_restored]
-        return left + [(s.key, s.reason) for s in self.skipped if s.still_deleted]
+Confirm = gates.Confirm
 
 
 def undo(
@@ -53,7 +48,7 @@ def undo(
 
     Raises PartialFailure (exit 1) when an object stays deleted, or when the
     undo record could not be written; its ``result`` says what was restored."""
-    client = client or s3.client_for(config.s3)
+    client = s3.client_for(config.s3, client)
     if receipt_path is not None:
         store, name = open_location(str(receipt_path), client)
     else:
@@ -77,19 +72,14 @@ def undo(
     with lock.held(client, receipt.bucket, receipt.prefix, command="undo", plan_hash=receipt.plan_hash):
         decided = _decide(client, receipt, window, _restored_keys(runs))
         if decided.restores and not auto_approve:
-            if confirm is None:
-                raise GateRefused(
-                    "consent", "no terminal to ask for approval; pass --auto-approve to undo without asking"
-                )
             summary = (
                 f"bmxgc will restore {len(decided.restores):,} objects in s3://{receipt.bucket}/"
                 f"{receipt.prefix} by removing the delete markers apply wrote "
                 f"({len(decided.skips):,} left alone, {len(decided.already_restored):,} already restored)."
             )
-            if not confirm(summary):
-                raise GateRefused("consent", "undo cancelled: only 'yes' approves")
+            gates.check_consent(confirm, summary, command="undo")
         record = _Record(store, record_name, runs, name, receipt)
-        errors = _remove_markers(client, receipt.bucket, decided.restores, record.intend)
+        errors = _remove_markers(client, receipt.bucket, decided.restores, record)
         restored, not_restored = _verify(client, receipt, decided.restores)
         failed = {key for key, _found in not_restored}
         errors = [e for e in errors if e[0] in failed]
@@ -129,25 +119,13 @@ def _raise_unless_done(result: UndoResult) -> None:
         raise PartialFailure(f"Undo incomplete: {counts}; " + "; ".join(problems), result, details)
 
 
-def _first_run_at(runs: list[Any]) -> datetime | None:
-    times: list[datetime] = []
-    for run in runs:
-        try:
-            times.append(parse_rfc3339(str(run["at"])))
-        except (KeyError, TypeError, ValueError):
-            continue
-    return min(times) if times else None
+def _first_run_at(runs: list[UndoRun]) -> datetime | None:
+    return min((parse_rfc3339(run.at) for run in runs), default=None)
 
 
-def _restored_keys(runs: list[Any]) -> set[str]:
+def _restored_keys(runs: list[UndoRun]) -> set[str]:
     """The keys earlier undo runs of this receipt restored."""
-    return {
-        str(entry["key"])
-        for run in runs
-        if isinstance(run, dict) and isinstance(run.get("restored"), list)
-        for entry in run["restored"]
-        if isinstance(entry, dict) and "key" in entry
-    }
+    return {entry.key for run in runs for entry in run.restored or []}
 
 
 def _decide(client: s3.S3Client, receipt: Receipt, window: Window, restored_before: set[str]) -> RestorePlan:
@@ -183,40 +161,38 @@ def _verify(
     return restored, not_restored
 
 
-def _earlier_runs(store: Store, record_name: str) -> list[Any]:
+def _earlier_runs(store: Store, record_name: str) -> list[UndoRun]:
     """The runs in the undo record beside the receipt (none before the first undo)."""
     existing = store.read(record_name)
     if existing is None:
         return []
+    location = store.location(record_name)
     try:
-        runs = strict_json(existing).get("runs", [])
-        if not isinstance(runs, list):
-            raise ValueError
-        return runs
-    except (ValueError, AttributeError):
+        record: UndoRecord = read(existing, location, UNDO_RECORD)
+    except PlanFileError as exc:
         raise PlanFileError(
-            f"{store.location(record_name)}: the undo record is unreadable; move it aside and undo again"
+            f"{location}: the undo record is unreadable ({str(exc).removeprefix(location + ': ')}); "
+            "move it aside and undo again"
         ) from None
+    return list(record.runs)
 
 
-def _remove_markers(
-    client: s3.S3Client, bucket: str, restores: list[Restore], intend: Callable[[list[str]], None]
-) -> list[tuple[str, str, str]]:
-    """Remove every marker of every restore, up to 1,000 per request, each batch
-    noted in the record first. Removing a version by id is idempotent: botocore's
-    retries apply."""
-    entries = [(r.key, marker) for r in restores for marker in r.markers]
-    errors: list[tuple[str, str, str]] = []
-    for start in range(0, len(entries), s3.MAX_KEYS_PER_REQUEST):
-        batch = entries[start : start + s3.MAX_KEYS_PER_REQUEST]
-        intend([key for key, _marker in batch])
-        try:
-            outcome = s3.delete_batch(client, bucket, [(key, marker, None) for key, marker in batch])
-        except ServiceError as exc:
-            errors += [(key, "RequestFailed", str(exc)) for key, _marker in batch]
-            continue
-        errors += outcome.errors
-    return errors
+Marker = tuple[str, str]  # key, the delete marker's version id
+KeyError_ = tuple[str, str, str]  # key, code, message
+
+
+def _remove_markers(client: s3.S3Client, bucket: str, restores: list[Restore], record: _Record) -> list[KeyError_]:
+    """Remove every marker of every restore through the executor, each batch
+    noted in the record first. Removing a version by id is idempotent:
+    botocore's retries apply, and a failed request is an error for its keys."""
+    entries: list[Marker] = [(r.key, marker) for r in restores for marker in r.markers]
+    send_batches(
+        entries,
+        record,
+        lambda batch, _n: Sent(s3.delete_batch(client, bucket, [(k, m, None) for k, m in batch]).errors),
+        failed=lambda batch, exc: [(key, "RequestFailed", str(exc)) for key, _marker in batch],
+    )
+    return record.errors
 
 
 class _Record:
@@ -226,50 +202,59 @@ class _Record:
     live state every time, so a record that cannot be written (disk full) does
     not stop a restore; the failure is reported and the run exits 1."""
 
-    def __init__(self, store: Store, name: str, runs: list[Any], receipt_name: str, receipt: Receipt) -> None:
+    def __init__(self, store: Store, name: str, runs: list[UndoRun], receipt_name: str, receipt: Receipt) -> None:
         self.store = store
         self.name = name
         self.runs = runs
         self.receipt_name = receipt_name
         self.receipt = receipt
-        self.run: dict[str, Any] = {"at": rfc3339(utc_now()), "by": who(), "status": "in_progress", "intended": []}
+        self.run = UndoRun(at=rfc3339(utc_now()), by=who(), status="in_progress", intended=[])
+        self.errors: list[KeyError_] = []  # markers S3 did not remove
 
-    def intend(self, keys: list[str]) -> None:
-        self.run["intended"] = [*self.run["intended"], *keys]
+    # The executor's journal: intent before each request, S3's errors after it.
+    def intend(self, batch: Sequence[Marker]) -> None:
+        keys = [key for key, _marker in batch]
+        self.run = self.run.model_copy(update={"intended": [*(self.run.intended or []), *keys]})
         self._write()
+
+    def record(self, answer: list[KeyError_]) -> None:
+        self.errors += answer
+
+    def interrupted(self) -> None:
+        """The run stays 'in_progress' in the record: a rerun decides from live state."""
 
     def finish(self, result: UndoResult) -> str | None:
         """Write the run's outcome; why it could not be written, or None."""
-        self.run = {
-            "at": self.run["at"],
-            "by": self.run["by"],
-            "restored": [
-                {
-                    "key": r.key,
-                    "version_id": r.restores_version_id,
-                    "removed_delete_marker": r.marker_version_id,
-                    **({"removed_stacked_delete_markers": list(r.stacked)} if r.stacked else {}),
-                }
+        self.run = UndoRun(
+            at=self.run.at,
+            by=self.run.by,
+            restored=[
+                UndoRestored(
+                    key=r.key,
+                    version_id=r.restores_version_id,
+                    removed_delete_marker=r.marker_version_id,
+                    removed_stacked_delete_markers=list(r.stacked) or None,
+                )
                 for r in result.restored
             ],
-            "skipped": [{"key": s.key, "reason": s.reason} for s in result.skipped],
-            "already_restored": len(result.already_restored),
-            "not_restored": [{"key": k, "found": found} for k, found in result.not_restored],
-            "errors": [{"key": k, "code": c, "message": m} for k, c, m in result.errors],
-        }
+            skipped=[UndoSkipped(key=s.key, reason=s.reason) for s in result.skipped],
+            already_restored=len(result.already_restored),
+            not_restored=[UndoNotRestored(key=k, found=found) for k, found in result.not_restored],
+            errors=[KeyFailure(key=k, code=c, message=m) for k, c, m in result.errors],
+        )
         return self._write()
 
     def _write(self) -> str | None:
-        document = {
-            "format_version": 1,
-            "receipt": self.receipt_name,
-            "plan_hash": self.receipt.plan_hash,
-            "bucket": self.receipt.bucket,
-            "prefix": self.receipt.prefix,
-            "runs": [*self.runs, self.run],
-        }
+        record = UndoRecord(
+            format_version=1,
+            receipt=self.receipt_name,
+            plan_hash=self.receipt.plan_hash,
+            bucket=self.receipt.bucket,
+            prefix=self.receipt.prefix,
+            runs=[*self.runs, self.run],
+        )
         try:
-            self.store.replace(self.name, to_json(document))
+            self.store.replace(self.name, render(record))
         except (OSError, BmxgcError) as exc:
             return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return None

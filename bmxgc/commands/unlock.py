@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bmxgc import lock, s3
+from bmxgc import gates, lock, s3
 from bmxgc.config import Config
 from bmxgc.errors import ConfigError, GateRefused
 from bmxgc.model import utc_now
@@ -14,7 +14,7 @@ def unlock(
     config: Config,
     *,
     auto_approve: bool = False,
-    confirm: Callable[[str], bool] | None = None,
+    confirm: gates.Confirm | None = None,
     client: s3.S3Client | None = None,
     prefix: str | None = None,
     whole_bucket: bool = False,
@@ -27,7 +27,7 @@ def unlock(
     holder is still running on this host is refused (exit 3) unless
     ``break_live_lock``; consent is asked for in every case.
     """
-    client = client or s3.client_for(config.s3)
+    client = s3.client_for(config.s3, client)
     bucket = config.s3.bucket
     if whole_bucket and prefix is not None:
         raise ConfigError("--prefix and --whole-bucket: give one or the other")
@@ -51,16 +51,18 @@ def unlock(
             "To break the lock of a running process anyway, add --break-live-lock",
         )
     if not auto_approve:
-        if confirm is None:
-            raise GateRefused("consent", f"the lock is held by {described}; pass --auto-approve to break it")
         warning = (
             f"Its process {current.holder.get('pid')} is STILL RUNNING on this host: it will go on without "
             "its guard, and another apply, undo or recover may run beside it."
             if live
             else "Break it only if that process is dead; an apply or undo still running would lose its guard."
         )
-        if not confirm(f"The lock s3://{bucket}/{current.key} is held by {described}.\n{warning}"):
-            raise GateRefused("consent", "unlock cancelled: only 'yes' approves")
+        gates.check_consent(
+            confirm,
+            f"The lock s3://{bucket}/{current.key} is held by {described}.\n{warning}",
+            command="unlock",
+            no_terminal=f"the lock is held by {described}; pass --auto-approve to break it",
+        )
     if not lock.break_lock(client, bucket, prefix, current):
         raise GateRefused("lock", "the lock changed while you were deciding; run 'bmxgc unlock' again")
     return f"Lock s3://{bucket}/{current.key} broken: it was held by {described}."

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from bmxgc.config import LOCK_FOLDER
 from bmxgc.model import RecoveryItem, VersionEntry, rfc3339
+from bmxgc.naming import LOCK_FOLDER
 
 
 @dataclass(frozen=True)

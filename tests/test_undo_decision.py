@@ -7,7 +7,7 @@ from typing import Any
 
 from bmxgc.drift import group_by_key
 from bmxgc.model import Receipt
-from bmxgc.restore import Restore, Window, apply_window, plan_undo
+from bmxgc.undo_decision import Restore, Window, apply_window, plan_undo
 from support import NOW, version
 from datetime import timedelta
 

@@ -1,0 +1,82 @@
+"""What a reviewer reads of plans: a plan's summary, and what changed between two. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from deepdiff import DeepDiff
+
+from bmxgc.model import ObjectVersion, Plan
+from bmxgc.planfile import plan_to_dict
+
+
+def summary(plan: Plan) -> dict[str, Any]:
+    """The plan without its ``orphans`` list: what ``show --format json`` prints."""
+    doc = plan_to_dict(plan)
+    doc.pop("orphans", None)
+    return doc
+
+
+@dataclass(frozen=True)
+class Change:
+    """One summary value that moved: ``stats.orphans``, ``safety.protect[0]``..."""
+
+    path: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class PlanDiff:
+    """What changed between two plans of (usually) the same prefix."""
+
+    added: list[ObjectVersion]  # orphans in the new plan only
+    removed: list[ObjectVersion]  # orphans in the old plan only
+    changed: list[tuple[ObjectVersion, ObjectVersion]]  # same key, another version or ETag
+    changes: list[Change] = field(default_factory=list)  # stats, settings, warnings
+
+    @property
+    def same_orphans(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+
+# Fields that differ between any two plans and say nothing about the orphans.
+_NOT_COMPARED = ("created_at", "plan_hash", "sample_orphan_keys", "orphans")
+
+
+def diff_plans(old: Plan, new: Plan) -> PlanDiff:
+    """Pure: the keys that came and went, and every summary value that moved."""
+    old_by_key = {o.key: o for o in old.orphans}
+    new_by_key = {o.key: o for o in new.orphans}
+    added = [o for k, o in new_by_key.items() if k not in old_by_key]
+    removed = [o for k, o in old_by_key.items() if k not in new_by_key]
+    changed = [
+        (old_by_key[k], o)
+        for k, o in new_by_key.items()
+        if k in old_by_key and (old_by_key[k].version_id, old_by_key[k].etag) != (o.version_id, o.etag)
+    ]
+    return PlanDiff(added=added, removed=removed, changed=changed, changes=summary_changes(old, new))
+
+
+def summary_changes(old: Plan, new: Plan) -> list[Change]:
+    """Every summary value that differs, leaf by leaf, in a stable order."""
+    old_doc, new_doc = plan_to_dict(old), plan_to_dict(new)
+    for name in _NOT_COMPARED:
+        old_doc.pop(name, None)
+        new_doc.pop(name, None)
+    tree = DeepDiff(old_doc, new_doc, view="tree")
+    changes = []
+    for kind in tree:
+        for item in tree[kind]:
+            old_value = None if kind.endswith("_added") else item.t1
+            new_value = None if kind.endswith("_removed") else item.t2
+            changes.append(Change(_dotted(item.path(output_format="list")), old_value, new_value))
+    return sorted(changes, key=lambda c: c.path)
+
+
+def _dotted(path: list[Any]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text

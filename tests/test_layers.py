@@ -1,0 +1,52 @@
+"""The pure modules load neither boto3, botocore nor SQLAlchemy, directly or
+through another module: each is imported alone in a fresh interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+PURE = [
+    "bmxgc.model",
+    "bmxgc.naming",
+    "bmxgc.validation",
+    "bmxgc.durations",
+    "bmxgc.errors",
+    "bmxgc.config",
+    "bmxgc.planfile",
+    "bmxgc.planner",
+    "bmxgc.gates",
+    "bmxgc.drift",
+    "bmxgc.undo_decision",
+    "bmxgc.recover_decision",
+    "bmxgc.review",
+    "bmxgc.results",
+    "bmxgc.render",
+]
+EFFECTFUL = ("boto3", "botocore", "sqlalchemy")
+
+CHECK = """
+import importlib, sys
+importlib.import_module(sys.argv[1])
+loaded = sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[2:]))
+print(" ".join(loaded))
+"""
+
+
+@pytest.mark.parametrize("module", PURE)
+def test_pure_module_loads_no_service_library(module: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, module, *EFFECTFUL], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == [], f"importing {module} loaded {done.stdout.strip()}"
+
+
+def test_the_check_sees_a_module_that_loads_boto3() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, "bmxgc.s3", *EFFECTFUL], capture_output=True, text=True, check=True
+    )
+    assert "boto3" in done.stdout.split()
