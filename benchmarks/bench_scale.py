@@ -166,6 +166,7 @@ class Run:
     output: str = ""
     estimated: bool = False  # wall, CPU and requests extrapolated from a capped run
     measured_keys: int = 0  # naive apply/undo: keys actually deleted/restored
+    load: float = 0.0  # the machine's 1-minute load average when it ended (other work competes for CPU)
 
     @property
     def total_requests(self) -> int:
@@ -197,6 +198,7 @@ def run_child(who: str, step: str, argv: list[str], endpoint: Endpoint, cwd: Pat
         requests=dict(sorted(stats["requests"].items())),
         slowdown=dict(sorted(stats["slowdown"].items())),
         output=text,
+        load=os.getloadavg()[0],
     )
 
 
@@ -414,6 +416,12 @@ def report(scenarios: list[Scenario], args: argparse.Namespace, machine: str) ->
         + f"), {machine}",
         "",
     ]
+    loads = [r.load for sc in scenarios for r in sc.runs]
+    if loads:
+        out[-1:-1] = [
+            f"load average (1 min) after each run: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs "
+            "(wall time includes waiting for a CPU; client CPU does not)"
+        ]
     for sc in scenarios:
         label = "90% referenced" if sc.variant == "ref90" else "every object but one an orphan"
         out.append(
