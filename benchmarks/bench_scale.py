@@ -372,7 +372,9 @@ def ratio(a: float, b: float) -> str:
     if not b:
         return "-"
     r = a / b
-    return f"{r:.2f}×" if r >= 0.1 or r == 0 else f"{r:.2g}×"
+    if r >= 0.1 or r == 0:
+        return f"{r:.2f}×"
+    return f"{r:.{1 - math.floor(math.log10(r))}f}×"  # two significant digits, no exponent
 
 
 def fmt_count(n: float) -> str:
@@ -400,9 +402,9 @@ def table(sc: Scenario) -> list[str]:
 
     row("S3 requests", lambda r: r.total_requests, fmt_count)
     for op in ops:
-        row(f"&nbsp;&nbsp;{op}", lambda r, op=op: r.requests.get(op, 0), fmt_count, op == "DeleteObject")
+        row(f"· {op}", lambda r, op=op: r.requests.get(op, 0), fmt_count, op == "DeleteObject")
     if any(r.slowdown for r in sc.runs):
-        row("&nbsp;&nbsp;(SlowDown answers)", lambda r: sum(r.slowdown.values()), fmt_count)
+        row("· (SlowDown answers)", lambda r: sum(r.slowdown.values()), fmt_count)
     row("wall, s", lambda r: r.wall, lambda v: f"{v:,.1f}")
     row("client CPU, s", lambda r: r.cpu, lambda v: f"{v:,.1f}")
     row("peak RSS, MiB", lambda r: r.rss_mib, lambda v: f"{v:,.0f}", scaled=False)
@@ -417,7 +419,7 @@ def report(scenarios: list[Scenario], args: argparse.Namespace, machine: str) ->
         "",
     ]
     loads = [r.load for sc in scenarios for r in sc.runs]
-    if loads:
+    if loads and max(loads) > 0:  # runs saved before the load was recorded have 0
         out[-1:-1] = [
             f"load average (1 min) after each run: {min(loads):.1f} to {max(loads):.1f} on {os.cpu_count()} CPUs "
             "(wall time includes waiting for a CPU; client CPU does not)"
@@ -470,7 +472,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--other", type=int, default=1_000, help="objects under listings/, outside the prefix")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (plans, receipts, databases)")
+    parser.add_argument("--from-json", type=Path, metavar="PATH", help="print the table of a run saved with --json")
     args = parser.parse_args(argv)
+    if args.from_json:
+        return reprint(args.from_json)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
     variants = [v for v in args.variants.split(",") if v]
     if set(variants) - set(VARIANTS):
@@ -498,6 +503,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total: {time.perf_counter() - started:,.0f} s")
     if args.json:
         dump(args.json, scenarios, args, machine)
+    return 0 if all(sc.ok for sc in scenarios) else 1
+
+
+def reprint(path: Path) -> int:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    scenarios = []
+    for raw in data["scenarios"]:
+        runs = [Run(**r) for r in raw.pop("runs")]
+        sc = Scenario(**raw, runs=runs)
+        sc.checks = [tuple(c) for c in sc.checks]  # type: ignore[misc]
+        scenarios.append(sc)
+    print("\n".join(report(scenarios, argparse.Namespace(**data["args"]), data["machine"])))
     return 0 if all(sc.ok for sc in scenarios) else 1
 
 
