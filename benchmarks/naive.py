@@ -36,9 +36,13 @@ PREFIX = "books/"
 
 
 def client(endpoint: str) -> Any:
+    """boto3's client with the retries bmxgc uses (standard mode, 8 attempts),
+    so that SlowDown answers (``--slowdown``) cost both the same way."""
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    retries = Config(retries={"mode": "standard", "max_attempts": 8})
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", config=retries)
 
 
 def plan(args: argparse.Namespace) -> dict[str, Any]:
