@@ -61,7 +61,7 @@ def apply(
     gates.check_scope(plan, config)  # gate 4, offline part
     limits = gates.volume_limits(plan, config, max_orphan_ratio)
     gates.check_plan_figures(plan)  # gate 5: the plan's own figures, then its volume
-    gates.check_volume(plan, limits)
+    gates.check_volume(gates.VolumeFigures.of_plan(plan), limits, plan.prefix)
     store = plans_store(config, client)
     receipt_name = receipt_name_for(location)
     check_not_applied(store, plan.plan_hash, receipt_name)  # gate 1: no receipt has this plan_hash
@@ -150,7 +150,7 @@ def _check_drift(
     live = group_by_key(tally.observe(s3.list_versions(client, plan.bucket, plan.prefix)), planned)
     gates.check_live_age(plan.orphans, live, min_age, now or utc_now())
     gates.check_live_near_misses(plan, config, references, tally.found_keys)
-    gates.check_live_volume(tally.figures(plan.orphans, live), limits, plan.prefix)
+    gates.check_volume(tally.figures(plan.orphans, live), limits, plan.prefix, live=True)
     referenced_now = {
         key: result.name for result in references.sources for key in result.keys if key in planned
     }
