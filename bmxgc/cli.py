@@ -177,6 +177,18 @@ def _ask_yes() -> Callable[[str], bool] | None:
     return confirm
 
 
+def _ask_count() -> Callable[[str], str] | None:
+    """The count an overridden jump asks for; None when there is no terminal."""
+    if not sys.stdin.isatty():
+        return None
+
+    def ask(question: str) -> str:
+        answer: str = click.prompt(question, default="", show_default=False)
+        return answer
+
+    return ask
+
+
 def _ratio(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     if value is not None and not 0.0 <= value <= 1.0:
         raise click.BadParameter(f"{value} is outside 0..1")
@@ -193,8 +205,26 @@ def _ratio(ctx: click.Context, param: click.Parameter, value: float | None) -> f
     metavar="R",
     help="Allow this orphan ratio for this run (recorded in the receipt).",
 )
+@click.option(
+    "--allow-jump",
+    is_flag=True,
+    help="Apply although the figures jumped since the last applied plan (recorded; you type the count).",
+)
+@click.option(
+    "--expect-deletes",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="The number of objects this apply deletes, instead of typing it (with --allow-jump).",
+)
 @click.pass_obj
-def apply_command(obj: _Context, plan_path: str, auto_approve: bool, max_orphan_ratio: float | None) -> None:
+def apply_command(
+    obj: _Context,
+    plan_path: str,
+    auto_approve: bool,
+    max_orphan_ratio: float | None,
+    allow_jump: bool,
+    expect_deletes: int | None,
+) -> None:
     """Re-verify a plan against live S3 and the database, then delete reversibly."""
     from bmxgc.commands.apply import apply
     from bmxgc.render import apply_text
@@ -206,7 +236,10 @@ def apply_command(obj: _Context, plan_path: str, auto_approve: bool, max_orphan_
             plan_path,
             auto_approve=auto_approve,
             max_orphan_ratio=max_orphan_ratio,
+            allow_jump=allow_jump,
+            expect_deletes=expect_deletes,
             confirm=_ask_yes(),
+            type_count=_ask_count(),
             progress=bar,
         )
     finally:

@@ -183,7 +183,7 @@ def check_plan_figures(plan: Plan) -> None:
     """Gate 5 (offline): the plan's own figures are finite, not negative, and
     agree with its content. Anyone can rehash an edited plan; edited stats
     that disagree with the orphan list are refused here, and the live figures
-    (``check_live_volume``) decide the rest."""
+    (``check_volume(..., live=True)``) decide the rest."""
     problems: list[Offence] = []
     for section, values in (("stats", plan.stats.model_dump()), ("safety", plan.safety.model_dump())):
         for name, value in values.items():
@@ -336,6 +336,91 @@ def check_volume(figures: VolumeFigures, limits: Limits, prefix: str, *, live: b
             "volume",
             f"{figures.orphans:,} {what}, more than max_deletes {limits.max_deletes:,}; "
             "raise safety.max_deletes and plan again if this is intended",
+        )
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The newest plan of the same bucket and prefix that was applied (its
+    receipt exists and is complete): what the jump gate compares with."""
+
+    name: str
+    created_at: str
+    figures: VolumeFigures
+
+
+JUMP_MIN_GROWTH = 100  # orphans that double from 3 to 7 are noise; from 20 to 298 they are not
+
+
+def jumped(figures: VolumeFigures, baseline: Baseline) -> list[str]:
+    """What moved too far since the baseline, one phrase each (empty: nothing)."""
+    then = baseline.figures
+    reasons = []
+    if figures.referenced_keys * 2 < then.referenced_keys:
+        reasons.append(
+            f"the referenced keys fell by more than half, from {then.referenced_keys:,} to {figures.referenced_keys:,}"
+        )
+    if figures.orphans > 2 * then.orphans and figures.orphans - then.orphans > JUMP_MIN_GROWTH:
+        reasons.append(
+            f"the orphans more than doubled, from {then.orphans:,} to {figures.orphans:,} "
+            f"(more than {JUMP_MIN_GROWTH} more)"
+        )
+    return reasons
+
+
+def side_by_side(figures: VolumeFigures, baseline: Baseline, this: str) -> list[Offence]:
+    """Both plans' figures in two columns, for the refusal's details."""
+    then = baseline.figures
+    width = max(len(baseline.name), len(this), 14)
+    rows = [
+        ("", baseline.name, this),
+        ("", "(last applied)", "(this apply)"),
+        ("objects", f"{then.objects:,}", f"{figures.objects:,}"),
+        ("referenced keys", f"{then.referenced_keys:,}", f"{figures.referenced_keys:,}"),
+        ("referenced found", f"{then.referenced_found:,}", f"{figures.referenced_found:,}"),
+        ("orphans", f"{then.orphans:,}", f"{figures.orphans:,}"),
+        ("orphan ratio", f"{then.ratio:.4g}", f"{figures.ratio:.4g}"),
+    ]
+    return [Offence(f"{label:<16}", f"{old:>{width}}  {new:>{width}}") for label, old, new in rows]
+
+
+def check_jump(
+    figures: VolumeFigures, baseline: Baseline | None, *, allowed: bool, this: str = "this plan", live: bool = False
+) -> None:
+    """Gate 5, against the newest applied plan of the same bucket and prefix:
+    the referenced keys did not fall by more than half, and the orphans did not
+    more than double while growing by more than 100. Only ``--allow-jump``
+    lets it through (then the operator types the count); no earlier applied
+    plan, no check."""
+    if baseline is None or allowed:
+        return
+    reasons = jumped(figures, baseline)
+    if reasons:
+        now = " (live figures now)" if live else ""
+        raise GateRefused(
+            "jump",
+            f"since {baseline.name} ({baseline.created_at}), the last plan of this bucket and prefix "
+            f"that was applied{now}, {' and '.join(reasons)}; {VOLUME_CAUSES}; then plan again "
+            "(a jump that is real and reviewed: see 'Jump' in docs/reference.md)",
+            side_by_side(figures, baseline, this),
+        )
+
+
+def check_expected_count(expected: int | None, typed: str | None, count: int) -> None:
+    """An overridden jump: the operator states how many objects this apply
+    deletes (``--expect-deletes N``, else typed at the prompt)."""
+    given = str(expected) if expected is not None else typed
+    if given is None:
+        raise GateRefused(
+            "jump",
+            "--allow-jump needs the number of objects this apply deletes, typed at the prompt; with no "
+            "terminal, give it with --expect-deletes (read it from the plan, 'bmxgc show PLAN')",
+        )
+    if given.strip().replace(",", "") != str(count):
+        raise GateRefused(
+            "jump",
+            f"{given.strip()!r} is not the number of objects this plan deletes; read it from the plan "
+            "('bmxgc show PLAN') and run apply again",
         )
 
 
