@@ -141,7 +141,7 @@ def test_apply_same_plan_twice_refused(world: World, cli: Any) -> None:
     before = world.snapshot()
     again = cli("-c", world.config_path, "apply", plan, "--auto-approve")
     assert again.code == 3, again.output
-    assert "applied before" in again.err and "bmxgc undo" in again.err
+    assert "applied before" in again.err and "bmxgc.toml undo" in again.err
     assert world.snapshot() == before
     # Even after undo: the receipt stays, so the old plan is not replayed.
     undo_ok(cli, world)
