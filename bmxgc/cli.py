@@ -18,7 +18,7 @@ import click
 
 from bmxgc import __version__
 from bmxgc.config import Config, load_config, redact_urls
-from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, BmxgcError, PartialFailure
+from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_REFUSED, BmxgcError, PartialFailure
 from bmxgc.results import RecoverResult
 
 OutputFormat = click.Choice(["text", "markdown", "json"])
@@ -140,7 +140,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
-    help="Exit 2 when the plan has orphans, 0 when it has none.",
+    help="Exit 2 when the plan has orphans apply can delete, 3 when apply's offline gates would refuse it, 0 when it has none.",
 )
 @click.option(
     "--cross-check",
@@ -172,7 +172,10 @@ def plan_command(
         )
     finally:
         _end_progress()
-    _echo(plan_text(result.plan, result.path))
+    refusal = str(result.refusal) if result.refusal else ""
+    _echo(plan_text(result.plan, result.path, refusal))
+    if detailed_exitcode and result.refusal is not None:
+        sys.exit(EXIT_REFUSED)
     if detailed_exitcode and result.plan.stats.orphans:
         sys.exit(EXIT_CHANGES)
 

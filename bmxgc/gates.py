@@ -406,6 +406,30 @@ def check_jump(
         )
 
 
+def baseline_of(found: tuple[str, Plan] | None) -> Baseline | None:
+    """The last applied plan (its file name and the plan) as the jump gate's baseline."""
+    if found is None:
+        return None
+    name, plan = found
+    return Baseline(name, plan.created_at, VolumeFigures.of_plan(plan))
+
+
+def offline_refusal(plan: Plan, config: Config, baseline: Baseline | None, now: datetime) -> GateRefused | None:
+    """What apply's offline gates (freshness, scope, volume, jump,
+    reversibility as the plan saw it) would say of ``plan`` today, or None:
+    for ``plan --detailed-exitcode`` and ``history``. Apply decides."""
+    try:
+        check_freshness(plan, config, now)
+        check_scope(plan, config)
+        check_plan_figures(plan)
+        check_volume(VolumeFigures.of_plan(plan), volume_limits(plan, config, None), plan.prefix)
+        check_jump(VolumeFigures.of_plan(plan), baseline, allowed=False)
+        check_versioning(plan.bucket_versioning, plan.bucket)
+    except GateRefused as refusal:
+        return refusal
+    return None
+
+
 def check_expected_count(expected: int | None, typed: str | None, count: int) -> None:
     """An overridden jump: the operator states how many objects this apply
     deletes (``--expect-deletes N``, else typed at the prompt)."""

@@ -50,8 +50,10 @@ def apply_would_refuse(plan: Plan) -> bool:
     )
 
 
-def plan_text(plan: Plan, path: Path | str | None = None) -> str:
-    """The plan as an operator reads it: warnings, counts, samples, verdict."""
+def plan_text(plan: Plan, path: Path | str | None = None, refusal: str | None = None) -> str:
+    """The plan as an operator reads it: warnings, counts, samples, verdict.
+    ``refusal``: what apply's offline gates said ("" for nothing; None: not
+    asked, the warnings decide the hint)."""
     lines: list[str] = []
     if plan.warnings:
         lines.append(f"Warnings ({len(plan.warnings)}):")
@@ -80,7 +82,9 @@ def plan_text(plan: Plan, path: Path | str | None = None) -> str:
     lines.append(f"Made:   {plan.created_at}")
     if path is not None and plan.stats.orphans:
         lines.append("")
-        if apply_would_refuse(plan):
+        if refusal:
+            lines.append(f"Apply will refuse this plan ({refusal}).")
+        elif refusal is None and apply_would_refuse(plan):
             lines.append("Apply will refuse this plan (see the warnings above): fix the cause and plan again.")
         else:
             lines.append(f"Review it with 'bmxgc show {path}', then: bmxgc apply {path}")

@@ -234,7 +234,7 @@ def test_apply_lock_held_by_another_refused_bucket_unchanged(world: World, cli: 
     before = world.snapshot()
     err = refused(apply_cli(cli, world, plan, "--auto-approve"), "lock")
     assert "alice@ci-runner-7" in err and "pid 4242" in err
-    assert "bmxgc unlock" in err
+    assert "bmxgc.toml unlock" in err
     assert world.snapshot() == before
     assert world.lock_keys() == [key]  # the other holder's lock is left alone
 

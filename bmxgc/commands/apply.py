@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from bmxgc import gates, lock, s3
 from bmxgc.config import Config, ReferenceSource
 from bmxgc.drift import KeyHistory, find_drift, group_by_key, markers_above
-from bmxgc.errors import ConfigError, DriftError, GateRefused, InputNotFound, PartialFailure, PlanFileError, ServiceError
+from bmxgc.errors import ConfigError, DriftError, GateRefused, PartialFailure, ServiceError
 from bmxgc.executor import Sent, send_batches
 from bmxgc.live import live_histories
 from bmxgc.model import (
@@ -27,8 +27,9 @@ from bmxgc.model import (
     utc_now,
 )
 from bmxgc.planfile import parse_plan_text
-from bmxgc.naming import is_plan_name, plan_for, receipt_for_plan, receipt_name_for
-from bmxgc.receipt import Journal, check_not_applied, load_receipt
+from bmxgc.gates import baseline_of
+from bmxgc.naming import plan_for, receipt_name_for
+from bmxgc.receipt import Journal, check_not_applied, last_applied_plan
 from bmxgc.references import check_connection, read_references, redact_url
 from bmxgc.results import ApplyResult
 from bmxgc.store import Store, plans_store, read_document
@@ -183,29 +184,8 @@ def _check_drift(
 
 
 def last_applied(store: Store, plan: Plan) -> gates.Baseline | None:
-    """The newest plan in plans_dir of ``plan``'s bucket and prefix whose
-    apply receipt exists and is complete (not ``plan`` itself): the jump
-    gate's baseline. A file that cannot be read is no baseline."""
-    names = set(store.names())
-    found: list[tuple[str, gates.Baseline]] = []
-    for name in names:
-        receipt_name = receipt_for_plan(name)
-        if not is_plan_name(name) or receipt_name not in names:
-            continue
-        try:
-            receipt = load_receipt(store, receipt_name)
-            if receipt.kind != "apply" or receipt.status != "complete":
-                continue
-            if (receipt.bucket, receipt.prefix) != (plan.bucket, plan.prefix) or receipt.plan_hash == plan.plan_hash:
-                continue
-            earlier = parse_plan_text(store.read(name) or "", store.location(name))
-        except (PlanFileError, InputNotFound):
-            continue
-        if earlier.plan_hash == receipt.plan_hash:
-            found.append(
-                (earlier.created_at, gates.Baseline(name, earlier.created_at, gates.VolumeFigures.of_plan(earlier)))
-            )
-    return max(found, key=lambda f: (f[0], f[1].name))[1] if found else None
+    """The jump gate's baseline: see ``receipt.last_applied_plan``."""
+    return baseline_of(last_applied_plan(store, plan.bucket, plan.prefix, plan.plan_hash))
 
 
 def _count_question(plan: Plan, baseline: gates.Baseline | None) -> str:

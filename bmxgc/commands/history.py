@@ -8,10 +8,13 @@ as usual.
 from __future__ import annotations
 
 
+from collections.abc import Callable
+
 from bmxgc import s3
 from bmxgc.config import Config
 from bmxgc.errors import PlanFileError
-from bmxgc.model import Plan, Receipt, RecoveryPlan, UndoRecord
+from bmxgc.gates import Baseline, baseline_of, offline_refusal
+from bmxgc.model import Plan, Receipt, RecoveryPlan, UndoRecord, utc_now
 from bmxgc.naming import (
     DOCUMENT_SUFFIX,
     RECEIPT_SUFFIX,
@@ -21,7 +24,7 @@ from bmxgc.naming import (
     undo_record_for_plan,
 )
 from bmxgc.planfile import PLAN, RECOVERY_PLAN, UNDO_RECORD, read
-from bmxgc.receipt import load_receipt
+from bmxgc.receipt import last_applied_plan, load_receipt
 from bmxgc.results import HistoryEntry
 from bmxgc.store import Store, plans_store
 
@@ -31,7 +34,18 @@ def history(config: Config, *, client: s3.S3Client | None = None) -> list[Histor
     names = set(store.names())
     documents = {n for n in names if n.endswith(DOCUMENT_SUFFIX)}
     plans = {n for n in documents if is_plan_name(n)}
-    entries = [_entry(store, name, names) for name in plans]
+    baselines: dict[tuple[str, str], Baseline | None] = {}
+
+    def verdict(plan: Plan) -> str | None:
+        """The gate apply's offline gates would refuse ``plan`` with today, or None."""
+        where = (plan.bucket, plan.prefix)
+        if where not in baselines:
+            baselines[where] = baseline_of(last_applied_plan(store, plan.bucket, plan.prefix))
+        # A planned plan has no receipt, so it is never its own baseline.
+        refusal = offline_refusal(plan, config, baselines[where], utc_now()) if plan.orphans else None
+        return refusal.gate if refusal else None
+
+    entries = [_entry(store, name, names, verdict) for name in plans]
     # Receipts and undo records are read with their plan; one whose plan is
     # not here (applied from elsewhere) is listed only if it is unreadable.
     for name in sorted(documents - plans):
@@ -65,7 +79,12 @@ def _unreadable_reason(store: Store, name: str) -> str | None:
     return None
 
 
-def _entry(store: Store, name: str, names: set[str]) -> HistoryEntry:
+def _entry(
+    store: Store,
+    name: str,
+    names: set[str],
+    verdict: Callable[[Plan], str | None],
+) -> HistoryEntry:
     try:
         found: Plan | RecoveryPlan = read(store.read(name) or "", store.location(name), PLAN, RECOVERY_PLAN)
     except PlanFileError as exc:
@@ -76,6 +95,8 @@ def _entry(store: Store, name: str, names: set[str]) -> HistoryEntry:
         count = found.stats.to_restore
         return HistoryEntry(found.created_at, name, found.bucket, found.prefix, count, state, by, problem)
     state, by, problem = _receipt_state(store, receipt_name, names, "planned", None)
+    if state == "planned" and (gate := verdict(found)) is not None:
+        state = f"will be refused ({gate})"
     if state in ("applied", "partial", "in progress"):
         record_name = undo_record_for_plan(name)
         try:
