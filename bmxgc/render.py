@@ -163,12 +163,36 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _figure(path: str, value: Any) -> str:
+    """A summary value the way ``show`` prints it: ratios as percentages,
+    sizes in bytes as KiB/MiB, counts with thousands separators."""
+    if isinstance(value, bool) or value is None:
+        return _short(value)
+    if isinstance(value, (int, float)) and path.endswith("ratio"):
+        return percent(float(value))
+    if isinstance(value, int) and path.endswith("bytes"):
+        return human_bytes(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.6g}"
+    return _short(value)
+
+
 def diff_text(result: PlanDiff, shown: int = 50) -> str:
     lines: list[str] = []
     if result.changes:
         lines.append("Summary changes:")
-        lines += [f"  {c.path}: {_short(c.old)} -> {_short(c.new)}" for c in result.changes]
+        lines += [f"  {c.path}: {_figure(c.path, c.old)} -> {_figure(c.path, c.new)}" for c in result.changes]
         lines.append("")
+    for sign, label, warnings in (
+        ("+", "Warnings added", result.warnings_added),
+        ("-", "Warnings removed", result.warnings_removed),
+    ):
+        if warnings:
+            lines.append(f"{label} ({len(warnings):,}):")
+            lines += [f"  {sign} {w}" for w in warnings]
+            lines.append("")
     for sign, label, items in (("+", "new orphans", result.added), ("-", "no longer orphans", result.removed)):
         if items:
             lines.append(f"{label} ({len(items):,}):")
