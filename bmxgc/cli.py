@@ -407,7 +407,7 @@ class _WarningsToStderr(logging.Handler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one place that maps every failure to SPEC.md's exit codes."""
+    """Entry point: one place that maps every failure to the exit codes of docs/reference.md."""
     warnings = _WarningsToStderr(logging.WARNING)
     logging.getLogger("bmxgc").addHandler(warnings)
     try:

@@ -41,7 +41,7 @@ def test_apply_undo_incident_round_trip_restores_versions_etags_and_bytes(pg_wor
     for key in world.live_keys + OUTSIDE:
         assert world.current(key) == world.original[key], f"{key} was touched"
 
-    # The receipt, as SPEC.md names its fields.
+    # The receipt, as docs/reference.md names its fields.
     receipt = world.receipt(plan)
     assert receipt["format_version"] == 1
     assert receipt["plan_hash"] == plan_doc["plan_hash"]
@@ -173,7 +173,7 @@ def test_undo_with_other_prefix_config_refused(world: World, cli: Any) -> None:
 
 def test_apply_undo_output_and_files_hold_no_password(pg_world: World, cli: Any, monkeypatch: Any) -> None:
     world = pg_world
-    # The password travels only in the environment, as SPEC.md asks; the
+    # The password travels only in the environment, as docs/reference.md says; the
     # config file's URL is the same one without it.
     monkeypatch.setenv("BMXGC_DATABASE_URL", world.db.url)
     from sqlalchemy.engine import make_url

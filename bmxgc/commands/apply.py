@@ -1,6 +1,6 @@
 """``bmxgc apply``: re-verify a plan against live state, then delete reversibly.
 
-The gates run in SPEC.md's order; the first that doubts refuses, and nothing
+The gates run in docs/reference.md's order; the first that doubts refuses, and nothing
 in the bucket has changed. Deletion writes delete markers (no version ids),
 in batches of up to 1,000, with the receipt written ahead of every batch.
 """
