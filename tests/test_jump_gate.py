@@ -137,3 +137,24 @@ def test_check_jump_no_applied_plan_or_allowed_passes() -> None:
     with pytest.raises(GateRefused):
         check_jump(figures, base(280, 20), allowed=False)
 
+
+
+def test_jump_from_live_figures_refuses_a_plan_whose_own_figures_look_fine(
+    bucket: Any, sqlite_db: Any, tmp_path: Path, cli: Any
+) -> None:
+    # The plan was made against the right database; by apply time the
+    # references read now have fallen to 2 (a replica that lost its data).
+    world = build_world(bucket, sqlite_db, tmp_path, live=280, orphans=20, fast=True)
+    world.apply(world.plan())
+    bucket.put_many([f"books/{800_000 + i}/image_00.webp" for i in range(5)], body=b"same bytes")
+    from bmxgc.commands.plan import plan as make_plan
+
+    second = make_plan(world.config())
+    assert second.plan.stats.orphans == 5 and second.refusal is None
+    world.db.execute(f"DELETE FROM {world.table} WHERE id > 2")
+    before = world.snapshot()
+    result = cli("-c", world.config_path, "apply", second.path, "--auto-approve")
+    assert result.code == 3, result.output
+    assert "refused by gate 'jump'" in result.err and "(live figures now)" in result.err
+    assert "from 280 to 2" in result.err
+    assert world.snapshot() == before
