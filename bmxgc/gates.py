@@ -401,7 +401,7 @@ def check_jump(
             "jump",
             f"since {baseline.name} ({baseline.created_at}), the last plan of this bucket and prefix "
             f"that was applied{now}, {' and '.join(reasons)}; {VOLUME_CAUSES}; then plan again "
-            "(a jump that is real and reviewed: see 'Jump' in docs/reference.md)",
+            "(a jump that is real and reviewed: see gate 'jump' in docs/reference.md)",
             side_by_side(figures, baseline, this),
         )
 
