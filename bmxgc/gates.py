@@ -373,8 +373,8 @@ def side_by_side(figures: VolumeFigures, baseline: Baseline, this: str) -> list[
     then = baseline.figures
     width = max(len(baseline.name), len(this), 14)
     rows = [
-        ("", baseline.name, this),
-        ("", "(last applied)", "(this apply)"),
+        ("plan", baseline.name, this),
+        ("which", "last applied", "this apply"),
         ("objects", f"{then.objects:,}", f"{figures.objects:,}"),
         ("referenced keys", f"{then.referenced_keys:,}", f"{figures.referenced_keys:,}"),
         ("referenced found", f"{then.referenced_found:,}", f"{figures.referenced_found:,}"),
@@ -400,7 +400,7 @@ def check_jump(
         raise GateRefused(
             "jump",
             f"since {baseline.name} ({baseline.created_at}), the last plan of this bucket and prefix "
-            f"that was applied{now}, {' and '.join(reasons)}; {VOLUME_CAUSES}; then plan again "
+            f"that was applied{now}, {'; and '.join(reasons)}; {VOLUME_CAUSES}; then plan again "
             "(a jump that is real and reviewed: see gate 'jump' in docs/reference.md)",
             side_by_side(figures, baseline, this),
         )
