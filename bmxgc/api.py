@@ -11,7 +11,7 @@ carrying the exit code the CLI would use; nothing here exits the process.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -66,14 +66,20 @@ def apply(
     *,
     auto_approve: bool = False,
     max_orphan_ratio: float | None = None,
+    allow_jump: bool = False,
+    expect_deletes: int | None = None,
     confirm: Confirm | None = None,
+    type_count: Callable[[str], str] | None = None,
     now: datetime | None = None,
     client: s3.S3Client | None = None,
     progress: Progress | None = None,
 ) -> ApplyResult:
-    """``bmxgc apply PLAN``. Without ``auto_approve``, ``confirm(summary)`` must return True."""
+    """``bmxgc apply PLAN``. Without ``auto_approve``, ``confirm(summary)`` must return True.
+    With ``allow_jump``, ``expect_deletes`` or ``type_count(question)`` gives the number of
+    objects the plan deletes."""
     return _apply(
-        _config(config), plan, auto_approve=auto_approve, max_orphan_ratio=max_orphan_ratio, confirm=confirm,
+        _config(config), plan, auto_approve=auto_approve, max_orphan_ratio=max_orphan_ratio,
+        allow_jump=allow_jump, expect_deletes=expect_deletes, confirm=confirm, type_count=type_count,
         now=now, client=client, progress=progress,
     )
 

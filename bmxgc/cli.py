@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +18,7 @@ import click
 
 from bmxgc import __version__
 from bmxgc.config import Config, load_config, redact_urls
-from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, BmxgcError, PartialFailure
+from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_REFUSED, BmxgcError, PartialFailure
 from bmxgc.results import RecoverResult
 
 OutputFormat = click.Choice(["text", "markdown", "json"])
@@ -28,6 +30,54 @@ class _Context:
 
     def config(self) -> Config:
         return load_config(self.config_path)
+
+
+# The -c of this run, for the commands bmxgc prints for the operator to run
+# next (set when the arguments are parsed; main() resets it).
+_printed_config: str | None = None
+
+# Commands that read the config: the ones a printed hint must give -c to.
+_CONFIG_COMMANDS = ("plan", "apply", "undo", "unlock", "recover", "history")
+_HINT = re.compile(rf"\bbmxgc (?=(?:{'|'.join(_CONFIG_COMMANDS)})\b)")
+
+
+def _with_config(text: str) -> str:
+    """``text`` with every printed ``bmxgc COMMAND`` given this run's ``-c``,
+    so that a copied command finds the same config."""
+    if _printed_config is None:
+        return text
+    return _HINT.sub(lambda _m: f"bmxgc -c {shlex.quote(_printed_config or '')} ", text)
+
+
+def _echo(text: str, *, err: bool = False) -> None:
+    click.echo(_with_config(text), err=err)
+
+
+def _set_config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """-c/--config, before or after the subcommand (the same path if both)."""
+    global _printed_config
+    if value is None:
+        return None
+    if _printed_config is not None and _printed_config != value:
+        raise click.UsageError(f"-c/--config given twice ({_printed_config!r} and {value!r}); give it once")
+    _printed_config = value
+    root = ctx.find_root()
+    if isinstance(root.obj, _Context):
+        root.obj.config_path = value
+    return value
+
+
+def _config_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """-c/--config accepted after the subcommand too: ``bmxgc plan -c FILE``."""
+    return click.option(
+        "-c",
+        "--config",
+        "config_after",
+        metavar="PATH",
+        expose_value=False,
+        callback=_set_config,
+        help="Config file (as before the subcommand).",
+    )(command)
 
 
 def _progress() -> Callable[[str, int], None] | None:
@@ -74,7 +124,8 @@ def _end_progress() -> None:
     "--config",
     "config_path",
     metavar="PATH",
-    help="Config file (default: env BMXGC_CONFIG, else ./bmxgc.toml).",
+    callback=_set_config,
+    help="Config file (default: env BMXGC_CONFIG, else ./bmxgc.toml); also accepted after the subcommand.",
 )
 @click.version_option(__version__, prog_name="bmxgc")
 @click.pass_context
@@ -84,11 +135,12 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 
 
 @cli.command("plan")
+@_config_option
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the plan here instead of plans_dir.")
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
-    help="Exit 2 when the plan has orphans, 0 when it has none.",
+    help="Exit 2 when the plan has orphans apply can delete, 3 when apply's offline gates would refuse it, 0 when it has none.",
 )
 @click.option(
     "--cross-check",
@@ -120,12 +172,16 @@ def plan_command(
         )
     finally:
         _end_progress()
-    click.echo(plan_text(result.plan, result.path))
+    refusal = str(result.refusal) if result.refusal else ""
+    _echo(plan_text(result.plan, result.path, refusal))
+    if detailed_exitcode and result.refusal is not None:
+        sys.exit(EXIT_REFUSED)
     if detailed_exitcode and result.plan.stats.orphans:
         sys.exit(EXIT_CHANGES)
 
 
 @cli.command("show")
+@_config_option
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=OutputFormat, default="text", show_default=True)
 def show_command(plan_path: str, fmt: str) -> None:
@@ -143,6 +199,7 @@ def show_command(plan_path: str, fmt: str) -> None:
 
 
 @cli.command("verify")
+@_config_option
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
 def verify_command(plan_path: str) -> None:
     """Check a plan file offline: format_version, schema and plan_hash."""
@@ -153,6 +210,7 @@ def verify_command(plan_path: str) -> None:
 
 
 @cli.command("diff")
+@_config_option
 @click.argument("old_path", metavar="OLD_PLAN", type=click.Path(dir_okay=False))
 @click.argument("new_path", metavar="NEW_PLAN", type=click.Path(dir_okay=False))
 def diff_command(old_path: str, new_path: str) -> None:
@@ -169,12 +227,24 @@ def _ask_yes() -> Callable[[str], bool] | None:
         return None
 
     def confirm(summary: str) -> bool:
-        click.echo(summary)
+        _echo(summary)
         click.echo("\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n")
         answer: str = click.prompt("  Enter a value", default="", show_default=False)
         return answer.strip() == "yes"
 
     return confirm
+
+
+def _ask_count() -> Callable[[str], str] | None:
+    """The count an overridden jump asks for; None when there is no terminal."""
+    if not sys.stdin.isatty():
+        return None
+
+    def ask(question: str) -> str:
+        answer: str = click.prompt(question, default="", show_default=False)
+        return answer
+
+    return ask
 
 
 def _ratio(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -184,6 +254,7 @@ def _ratio(ctx: click.Context, param: click.Parameter, value: float | None) -> f
 
 
 @cli.command("apply")
+@_config_option
 @click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False))
 @click.option("--auto-approve", is_flag=True, help="Do not ask for 'yes' (for CI).")
 @click.option(
@@ -193,8 +264,26 @@ def _ratio(ctx: click.Context, param: click.Parameter, value: float | None) -> f
     metavar="R",
     help="Allow this orphan ratio for this run (recorded in the receipt).",
 )
+@click.option(
+    "--allow-jump",
+    is_flag=True,
+    help="Apply although the figures jumped since the last applied plan (recorded; you type the count).",
+)
+@click.option(
+    "--expect-deletes",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="The number of objects this apply deletes, instead of typing it (with --allow-jump).",
+)
 @click.pass_obj
-def apply_command(obj: _Context, plan_path: str, auto_approve: bool, max_orphan_ratio: float | None) -> None:
+def apply_command(
+    obj: _Context,
+    plan_path: str,
+    auto_approve: bool,
+    max_orphan_ratio: float | None,
+    allow_jump: bool,
+    expect_deletes: int | None,
+) -> None:
     """Re-verify a plan against live S3 and the database, then delete reversibly."""
     from bmxgc.commands.apply import apply
     from bmxgc.render import apply_text
@@ -206,15 +295,19 @@ def apply_command(obj: _Context, plan_path: str, auto_approve: bool, max_orphan_
             plan_path,
             auto_approve=auto_approve,
             max_orphan_ratio=max_orphan_ratio,
+            allow_jump=allow_jump,
+            expect_deletes=expect_deletes,
             confirm=_ask_yes(),
+            type_count=_ask_count(),
             progress=bar,
         )
     finally:
         bar.close()
-    click.echo(apply_text(result))
+    _echo(apply_text(result))
 
 
 @cli.command("undo")
+@_config_option
 @click.argument("receipt_path", metavar="[RECEIPT]", required=False, type=click.Path(dir_okay=False))
 @click.option("--auto-approve", is_flag=True, help="Do not ask for 'yes'.")
 @click.pass_obj
@@ -224,10 +317,11 @@ def undo_command(obj: _Context, receipt_path: str | None, auto_approve: bool) ->
     from bmxgc.render import undo_text
 
     result = undo(obj.config(), receipt_path, auto_approve=auto_approve, confirm=_ask_yes())
-    click.echo(undo_text(result))
+    _echo(undo_text(result))
 
 
 @cli.command("unlock")
+@_config_option
 @click.option("--prefix", metavar="P", help="The lock of this prefix (as recover --prefix took it).")
 @click.option("--whole-bucket", is_flag=True, help="The lock a whole-bucket recover took.")
 @click.option("--auto-approve", is_flag=True, help="Do not ask for 'yes'.")
@@ -251,10 +345,11 @@ def unlock_command(
         whole_bucket=whole_bucket,
         break_live_lock=break_live_lock,
     )
-    click.echo(message)
+    _echo(message)
 
 
 @cli.command("recover")
+@_config_option
 @click.option("--since", required=True, metavar="TIME", help="RFC 3339 start of the window.")
 @click.option("--until", metavar="TIME", help="RFC 3339 end of the window (default: now).")
 @click.option("--prefix", metavar="P", help="Recover under this prefix instead of the config's.")
@@ -280,19 +375,20 @@ def recover_command(
     except PartialFailure as failure:
         # What was restored and what was not, then the error line (exit 1).
         if isinstance(failure.result, RecoverResult):
-            click.echo(recover_text(failure.result))
+            _echo(recover_text(failure.result))
         raise
-    click.echo(recover_text(result))
+    _echo(recover_text(result))
 
 
 @cli.command("history")
+@_config_option
 @click.pass_obj
 def history_command(obj: _Context) -> None:
     """The plans and receipts in plans_dir, newest first."""
     from bmxgc.commands.history import history
     from bmxgc.render import history_text
 
-    click.echo(history_text(history(obj.config())))
+    _echo(history_text(history(obj.config())))
 
 
 @cli.command("demo")
@@ -307,11 +403,11 @@ class _WarningsToStderr(logging.Handler):
     """What the commands log as warnings (logger ``bmxgc``): one line on stderr each."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(f"Warning: {record.getMessage()}", err=True)
+        _echo(f"Warning: {record.getMessage()}", err=True)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: one place that maps every failure to SPEC.md's exit codes."""
+    """Entry point: one place that maps every failure to the exit codes of docs/reference.md."""
     warnings = _WarningsToStderr(logging.WARNING)
     logging.getLogger("bmxgc").addHandler(warnings)
     try:
@@ -321,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    global _printed_config
+    _printed_config = None
     try:
         cli.main(args=argv, prog_name="bmxgc", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -333,9 +431,9 @@ def _main(argv: list[str] | None) -> int:
         exc.show()
         return EXIT_ERROR
     except BmxgcError as exc:
-        click.echo(f"Error: {exc}", err=True)
+        _echo(f"Error: {exc}", err=True)
         for line in exc.details():
-            click.echo(line, err=True)
+            _echo(line, err=True)
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR

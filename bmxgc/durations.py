@@ -1,4 +1,4 @@
-"""Durations as SPEC.md writes them: an integer and one of s, m, h, d."""
+"""Durations as docs/reference.md writes them: an integer and one of s, m, h, d."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """One exception root for everything bmxgc refuses or fails at.
 
 Each error carries the data a caller needs (the gate, the offending keys) and
-the exit code SPEC.md assigns; ``cli.py`` is the one place that turns them
+the exit code docs/reference.md assigns; ``cli.py`` is the one place that turns them
 into a message and an exit status.
 """
 

@@ -13,7 +13,7 @@ from bmxgc.drift import KeyHistory
 from bmxgc.durations import format_duration, parse_duration
 from bmxgc.errors import ConfigError, GateRefused, Offence
 from bmxgc.model import ObjectVersion, Plan, References, VersionEntry
-from bmxgc.planner import find_near_misses, matches_protect, ratio_override
+from bmxgc.planner import VOLUME_CAUSES, find_near_misses, matches_protect
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def check_plan_figures(plan: Plan) -> None:
     """Gate 5 (offline): the plan's own figures are finite, not negative, and
     agree with its content. Anyone can rehash an edited plan; edited stats
     that disagree with the orphan list are refused here, and the live figures
-    (``check_live_volume``) decide the rest."""
+    (``check_volume(..., live=True)``) decide the rest."""
     problems: list[Offence] = []
     for section, values in (("stats", plan.stats.model_dump()), ("safety", plan.safety.model_dump())):
         for name, value in values.items():
@@ -226,42 +226,10 @@ def check_plan_figures(plan: Plan) -> None:
         )
 
 
-def check_volume(plan: Plan, limits: Limits) -> None:
-    """Gate 5: not too large a share of the prefix, not too many objects, and
-    not the incident's signature (a mapping that keeps nothing alive), which
-    no --max-orphan-ratio overrides."""
-    stats = plan.stats
-    if stats.orphans and stats.referenced_keys == 0:
-        raise GateRefused(
-            "volume",
-            "the reference sources returned no keys when the plan was made, so every object "
-            "looked like an orphan; check the queries and database.url, then plan again",
-        )
-    if stats.orphans and stats.referenced_found == 0:
-        raise GateRefused(
-            "volume",
-            f"none of the {stats.referenced_keys:,} referenced keys exist under {plan.prefix}: the key "
-            "mapping is wrong (see the plan's warnings); fix references.keys, then plan again",
-        )
-    if stats.orphan_ratio > limits.max_orphan_ratio:
-        raise GateRefused(
-            "volume",
-            f"orphan_ratio {stats.orphan_ratio:.4g} ({stats.orphans:,} of {stats.objects_scanned:,} "
-            f"objects) is above max_orphan_ratio {limits.max_orphan_ratio:g}; check the key mapping "
-            f"(see the plan's warnings), or pass --max-orphan-ratio {ratio_override(stats.orphan_ratio)} "
-            "if this is intended",
-        )
-    if stats.orphans > limits.max_deletes:
-        raise GateRefused(
-            "volume",
-            f"{stats.orphans:,} orphans exceed max_deletes {limits.max_deletes:,}; raise "
-            "safety.max_deletes and plan again if this is intended",
-        )
-
-
 @dataclass(frozen=True)
-class LiveFigures:
-    """The volume figures from live S3 and the references read now."""
+class VolumeFigures:
+    """Gate 5's figures: the plan's (offline), or live S3's and the references
+    read now (what decides, whatever the plan says)."""
 
     objects: int  # current objects under the prefix
     referenced_keys: int  # distinct keys the sources keep alive now
@@ -271,6 +239,17 @@ class LiveFigures:
     @property
     def ratio(self) -> float:
         return self.orphans / self.objects if self.objects else 0.0
+
+    @classmethod
+    def of_plan(cls, plan: Plan) -> VolumeFigures:
+        """The plan's own figures (``check_plan_figures`` has checked they agree)."""
+        s = plan.stats
+        return cls(
+            objects=s.objects_scanned,
+            referenced_keys=s.referenced_keys,
+            referenced_found=s.referenced_found,
+            orphans=s.orphans,
+        )
 
 
 class LiveTally:
@@ -293,14 +272,14 @@ class LiveTally:
                     self.found_keys.add(row.key)
             yield row
 
-    def figures(self, orphans: Sequence[ObjectVersion], live: Mapping[str, KeyHistory]) -> LiveFigures:
+    def figures(self, orphans: Sequence[ObjectVersion], live: Mapping[str, KeyHistory]) -> VolumeFigures:
         existing = 0
         for orphan in orphans:
             history = live.get(orphan.key)
             latest = history.latest if history else None
             if latest is not None and not latest.is_delete_marker and latest.version_id == orphan.version_id:
                 existing += 1
-        return LiveFigures(
+        return VolumeFigures(
             objects=self.objects, referenced_keys=len(self.referenced), referenced_found=self.found, orphans=existing
         )
 
@@ -320,32 +299,152 @@ def check_live_near_misses(plan: Plan, config: Config, references: References, f
         )
 
 
-def check_live_volume(figures: LiveFigures, limits: Limits, prefix: str) -> None:
-    """Gate 5, from live state: what decides, whatever the plan's figures say."""
+def check_volume(figures: VolumeFigures, limits: Limits, prefix: str, *, live: bool = False) -> None:
+    """Gate 5: not the incident's signature (a mapping or a database that keeps
+    nothing alive, which no --max-orphan-ratio overrides), not too large a
+    share of the prefix, not too many objects. ``live``: the figures are from
+    S3 and the references now, else the plan's. No message names a value for
+    an override: the refusal explains the figure and how to check it."""
+    now = " now" if live else ""
+    when = "now" if live else "when the plan was made"
     if figures.orphans and figures.referenced_keys == 0:
         raise GateRefused(
             "volume",
-            "the reference sources return no keys now, so every object looks like an orphan; "
-            "check the queries and database.url, then plan again",
+            f"the reference sources returned no keys {when}, so nothing references any of the "
+            f"{figures.objects:,} objects under {prefix}; {VOLUME_CAUSES}; then plan again",
         )
     if figures.orphans and figures.referenced_found == 0:
         raise GateRefused(
             "volume",
-            f"none of the {figures.referenced_keys:,} referenced keys exist under {prefix} now: the key "
-            "mapping is wrong; fix references.keys, then plan again",
+            f"none of the {figures.referenced_keys:,} referenced keys exist under {prefix}{now}: the key "
+            "mapping is wrong (see the plan's warnings); fix references.keys, then plan again",
         )
     if figures.ratio > limits.max_orphan_ratio:
+        share = (
+            f"{figures.orphans:,} of the {figures.objects:,} objects under {prefix} now are planned orphans"
+            if live
+            else f"{figures.orphans:,} of the {figures.objects:,} objects under {prefix} are orphans"
+        )
         raise GateRefused(
             "volume",
-            f"{figures.orphans:,} of {figures.objects:,} objects under {prefix} now would be deleted "
-            f"(ratio {figures.ratio:.4g}), above max_orphan_ratio {limits.max_orphan_ratio:g}; check the "
-            "key mapping, then plan again",
+            f"{share}: nothing references them (ratio {figures.ratio:.4g}), above max_orphan_ratio "
+            f"{limits.max_orphan_ratio:g}; {VOLUME_CAUSES}; then plan again",
         )
     if figures.orphans > limits.max_deletes:
+        what = "planned orphans exist now" if live else "orphans"
         raise GateRefused(
             "volume",
-            f"{figures.orphans:,} planned orphans exist now, more than max_deletes {limits.max_deletes:,}; "
+            f"{figures.orphans:,} {what}, more than max_deletes {limits.max_deletes:,}; "
             "raise safety.max_deletes and plan again if this is intended",
+        )
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The newest plan of the same bucket and prefix that was applied (its
+    receipt exists and is complete): what the jump gate compares with."""
+
+    name: str
+    created_at: str
+    figures: VolumeFigures
+
+
+JUMP_MIN_GROWTH = 100  # orphans that double from 3 to 7 are noise; from 20 to 298 they are not
+
+
+def jumped(figures: VolumeFigures, baseline: Baseline) -> list[str]:
+    """What moved too far since the baseline, one phrase each (empty: nothing)."""
+    then = baseline.figures
+    reasons = []
+    if figures.referenced_keys * 2 < then.referenced_keys:
+        reasons.append(
+            f"the referenced keys fell by more than half, from {then.referenced_keys:,} to {figures.referenced_keys:,}"
+        )
+    if figures.orphans > 2 * then.orphans and figures.orphans - then.orphans > JUMP_MIN_GROWTH:
+        reasons.append(
+            f"the orphans more than doubled, from {then.orphans:,} to {figures.orphans:,} "
+            f"(more than {JUMP_MIN_GROWTH} more)"
+        )
+    return reasons
+
+
+def side_by_side(figures: VolumeFigures, baseline: Baseline, this: str) -> list[Offence]:
+    """Both plans' figures in two columns, for the refusal's details."""
+    then = baseline.figures
+    width = max(len(baseline.name), len(this), 14)
+    rows = [
+        ("plan", baseline.name, this),
+        ("which", "last applied", "this apply"),
+        ("objects", f"{then.objects:,}", f"{figures.objects:,}"),
+        ("referenced keys", f"{then.referenced_keys:,}", f"{figures.referenced_keys:,}"),
+        ("referenced found", f"{then.referenced_found:,}", f"{figures.referenced_found:,}"),
+        ("orphans", f"{then.orphans:,}", f"{figures.orphans:,}"),
+        ("orphan ratio", f"{then.ratio:.4g}", f"{figures.ratio:.4g}"),
+    ]
+    return [Offence(f"{label:<16}", f"{old:>{width}}  {new:>{width}}") for label, old, new in rows]
+
+
+def check_jump(
+    figures: VolumeFigures, baseline: Baseline | None, *, allowed: bool, this: str = "this plan", live: bool = False
+) -> None:
+    """Gate 5, against the newest applied plan of the same bucket and prefix:
+    the referenced keys did not fall by more than half, and the orphans did not
+    more than double while growing by more than 100. Only ``--allow-jump``
+    lets it through (then the operator types the count); no earlier applied
+    plan, no check."""
+    if baseline is None or allowed:
+        return
+    reasons = jumped(figures, baseline)
+    if reasons:
+        now = " (live figures now)" if live else ""
+        raise GateRefused(
+            "jump",
+            f"since {baseline.name} ({baseline.created_at}), the last plan of this bucket and prefix "
+            f"that was applied{now}, {'; and '.join(reasons)}; {VOLUME_CAUSES}; then plan again "
+            "(a jump that is real and reviewed: see gate 'jump' in docs/reference.md)",
+            side_by_side(figures, baseline, this),
+        )
+
+
+def baseline_of(found: tuple[str, Plan] | None) -> Baseline | None:
+    """The last applied plan (its file name and the plan) as the jump gate's baseline."""
+    if found is None:
+        return None
+    name, plan = found
+    return Baseline(name, plan.created_at, VolumeFigures.of_plan(plan))
+
+
+def offline_refusal(plan: Plan, config: Config, baseline: Baseline | None, now: datetime) -> GateRefused | None:
+    """What apply's offline gates (freshness, scope, volume, jump,
+    reversibility as the plan saw it) would say of ``plan`` today, or None:
+    for ``plan --detailed-exitcode`` and ``history``. Apply decides."""
+    try:
+        check_freshness(plan, config, now)
+        check_scope(plan, config)
+        check_plan_figures(plan)
+        check_volume(VolumeFigures.of_plan(plan), volume_limits(plan, config, None), plan.prefix)
+        check_jump(VolumeFigures.of_plan(plan), baseline, allowed=False)
+        check_versioning(plan.bucket_versioning, plan.bucket)
+    except GateRefused as refusal:
+        return refusal
+    return None
+
+
+def check_expected_count(expected: int | None, typed: str | None, count: int) -> None:
+    """An overridden jump: the operator states how many objects this apply
+    deletes (``--expect-deletes N``, else typed at the prompt)."""
+    given = str(expected) if expected is not None else typed
+    if given is None:
+        raise GateRefused(
+            "jump",
+            "--allow-jump needs the number of objects this apply deletes, typed at the prompt; with no "
+            "terminal, give it with --expect-deletes (read it from the plan, 'bmxgc show PLAN')",
+        )
+    if given.strip().replace(",", "") != str(count):
+        raise GateRefused(
+            "jump",
+            f"{given.strip()!r} is not the number of objects this plan deletes; read it from the plan "
+            "('bmxgc show PLAN') and run apply again",
         )
 
 

@@ -37,7 +37,7 @@ def who() -> dict[str, str]:
 
 
 def rfc3339(moment: datetime) -> str:
-    """``2026-11-28T12:00:00Z``: UTC, whole seconds, as SPEC.md writes times
+    """``2026-11-28T12:00:00Z``: UTC, whole seconds, as docs/reference.md writes times
     (four-digit years: strftime's %Y writes year 999 as '999')."""
     utc = moment.astimezone(timezone.utc).replace(microsecond=0, tzinfo=None)
     return utc.isoformat() + "Z"

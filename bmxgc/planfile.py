@@ -9,7 +9,7 @@ like Terraform's planfile package. One writer, ``render``, lays every kind
 out the same way: summary fields first, one entry per line. Where a file
 goes (atomic, never overwritten, or replaced) is ``bmxgc.store``'s part.
 
-A plan has no ``kind`` field: SPEC.md fixes what a plan holds and how it is
+A plan has no ``kind`` field: docs/reference.md fixes what a plan holds and how it is
 hashed, so a JSON object without ``kind`` (and without an undo record's
 ``runs`` or a receipt's ``status``) is read as a plan. Receipts say ``apply``
 or ``recover``; the ``kind`` of a receipt or undo record written before files
@@ -75,7 +75,7 @@ def strict_json(text: str) -> Any:
 
 
 def canonical_bytes(obj: dict[str, Any]) -> bytes:
-    """The bytes SPEC.md hashes: the object without ``plan_hash``, canonical JSON."""
+    """The bytes docs/plan-file.md hashes: the object without ``plan_hash``, canonical JSON."""
     body = {k: v for k, v in obj.items() if k != "plan_hash"}
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 

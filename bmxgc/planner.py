@@ -97,6 +97,15 @@ class Previous:
 
 TREND_MIN_JUMP = 100  # a doubling from 3 to 7 orphans is noise; from 120 to 5,089 it is not
 
+# What a high orphan figure usually means, and how to check it. Never a value
+# for an override: following such a hint is how the incident happened.
+VOLUME_CAUSES = (
+    "the usual causes are a wrong or empty database (check database.url), a lagging replica, "
+    "a key mapping that does not produce S3's keys (references.keys) and a truncated table; "
+    "to check, count the rows each query returns, look a few planned keys up in the database, "
+    "and compare with the previous plan ('bmxgc diff OLD NEW')"
+)
+
 
 def build_plan(
     listing: Iterable[VersionEntry],
@@ -393,8 +402,9 @@ def plan_warnings(
     warnings: list[str] = []
     if stats.referenced_keys == 0:
         warnings.append(
-            f"the reference sources returned no keys: every object under {prefix} would be an "
-            "orphan; check the queries and database.url before applying"
+            f"the reference sources returned no keys: nothing references any of the "
+            f"{stats.objects_scanned:,} objects under {prefix}, so every one would be an orphan; "
+            f"{VOLUME_CAUSES}"
         )
     elif stats.referenced_found == 0 and stats.objects_scanned > 0:
         outside = stats.referenced_outside_prefix
@@ -415,9 +425,9 @@ def plan_warnings(
         )
     if stats.orphan_ratio > safety.max_orphan_ratio:
         warnings.append(
-            f"orphan ratio {stats.orphan_ratio:.2f} is above max_orphan_ratio "
-            f"{safety.max_orphan_ratio:g}: apply will refuse this plan; check the mapping, or pass "
-            f"--max-orphan-ratio {ratio_override(stats.orphan_ratio)} to apply if this is intended"
+            f"nothing references {stats.orphans:,} of the {stats.objects_scanned:,} objects under {prefix} "
+            f"(orphan ratio {stats.orphan_ratio:.2f}), above max_orphan_ratio {safety.max_orphan_ratio:g}: "
+            f"apply will refuse this plan; {VOLUME_CAUSES}"
         )
     if stats.orphans > safety.max_deletes:
         warnings.append(
@@ -497,11 +507,5 @@ def trend_warning(previous: Previous | None, stats: Stats) -> str | None:
     return (
         f"orphans jumped from {previous.orphans:,} (ratio {previous.orphan_ratio:.2f}) in the previous "
         f"plan {previous.name} ({previous.created_at}) to {stats.orphans:,} (ratio {stats.orphan_ratio:.2f}): "
-        "a broken mapping or an emptied table looks like this; compare them with 'bmxgc diff'"
+        f"nothing references these objects now, and {VOLUME_CAUSES}"
     )
-
-
-def ratio_override(ratio: float) -> str:
-    """The smallest --max-orphan-ratio, in hundredths, that lets ``ratio`` through."""
-    hundredths = -int(-ratio * 100 // 1)
-    return f"{min(hundredths, 100) / 100:g}"

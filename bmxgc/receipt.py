@@ -26,6 +26,7 @@ from bmxgc.model import (
     KeyFailure,
     ObjectVersion,
     PendingBatch,
+    Plan,
     Receipt,
     ReceiptHeader,
     RestoredEntry,
@@ -33,7 +34,7 @@ from bmxgc.model import (
     utc_now,
     who,
 )
-from bmxgc.naming import RECEIPT_SUFFIX
+from bmxgc.naming import RECEIPT_SUFFIX, is_plan_name, receipt_for_plan
 from bmxgc import planfile
 from bmxgc.planfile import strict_json
 from bmxgc.store import Store
@@ -207,6 +208,33 @@ def newest_receipt(store: Store) -> str:
         readable = " readable" if skipped else ""
         raise InputNotFound(f"{store.location('')}: no{readable} apply receipt found; name one: bmxgc undo PATH")
     return chosen
+
+
+def last_applied_plan(store: Store, bucket: str, prefix: str, exclude_hash: str = "") -> tuple[str, Plan] | None:
+    """The newest plan in ``store`` of ``bucket`` and ``prefix`` whose apply
+    receipt (beside it, by name) exists, is for it and is ``complete``; not
+    the plan ``exclude_hash``. A file that cannot be read is no baseline."""
+    names = set(store.names())
+    found: list[tuple[str, str, Plan]] = []
+    for name in names:
+        receipt_name = receipt_for_plan(name)
+        if not is_plan_name(name) or receipt_name not in names:
+            continue
+        try:
+            receipt = load_receipt(store, receipt_name)
+            if receipt.kind != "apply" or receipt.status != "complete":
+                continue
+            if (receipt.bucket, receipt.prefix) != (bucket, prefix) or receipt.plan_hash == exclude_hash:
+                continue
+            earlier = planfile.parse_plan_text(store.read(name) or "", store.location(name))
+        except (PlanFileError, InputNotFound):
+            continue
+        if earlier.plan_hash == receipt.plan_hash:
+            found.append((earlier.created_at, name, earlier))
+    if not found:
+        return None
+    _created, name, plan = max(found, key=lambda f: (f[0], f[1]))
+    return name, plan
 
 
 def already_applied(receipt_location: str) -> GateRefused:

@@ -50,8 +50,10 @@ def apply_would_refuse(plan: Plan) -> bool:
     )
 
 
-def plan_text(plan: Plan, path: Path | str | None = None) -> str:
-    """The plan as an operator reads it: warnings, counts, samples, verdict."""
+def plan_text(plan: Plan, path: Path | str | None = None, refusal: str | None = None) -> str:
+    """The plan as an operator reads it: warnings, counts, samples, verdict.
+    ``refusal``: what apply's offline gates said ("" for nothing; None: not
+    asked, the warnings decide the hint)."""
     lines: list[str] = []
     if plan.warnings:
         lines.append(f"Warnings ({len(plan.warnings)}):")
@@ -80,7 +82,9 @@ def plan_text(plan: Plan, path: Path | str | None = None) -> str:
     lines.append(f"Made:   {plan.created_at}")
     if path is not None and plan.stats.orphans:
         lines.append("")
-        if apply_would_refuse(plan):
+        if refusal:
+            lines.append(f"Apply will refuse this plan ({refusal}).")
+        elif refusal is None and apply_would_refuse(plan):
             lines.append("Apply will refuse this plan (see the warnings above): fix the cause and plan again.")
         else:
             lines.append(f"Review it with 'bmxgc show {path}', then: bmxgc apply {path}")
@@ -159,12 +163,36 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _figure(path: str, value: Any) -> str:
+    """A summary value the way ``show`` prints it: ratios as percentages,
+    sizes in bytes as KiB/MiB, counts with thousands separators."""
+    if isinstance(value, bool) or value is None:
+        return _short(value)
+    if isinstance(value, (int, float)) and path.endswith("ratio"):
+        return percent(float(value))
+    if isinstance(value, int) and path.endswith("bytes"):
+        return human_bytes(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.6g}"
+    return _short(value)
+
+
 def diff_text(result: PlanDiff, shown: int = 50) -> str:
     lines: list[str] = []
     if result.changes:
         lines.append("Summary changes:")
-        lines += [f"  {c.path}: {_short(c.old)} -> {_short(c.new)}" for c in result.changes]
+        lines += [f"  {c.path}: {_figure(c.path, c.old)} -> {_figure(c.path, c.new)}" for c in result.changes]
         lines.append("")
+    for sign, label, warnings in (
+        ("+", "Warnings added", result.warnings_added),
+        ("-", "Warnings removed", result.warnings_removed),
+    ):
+        if warnings:
+            lines.append(f"{label} ({len(warnings):,}):")
+            lines += [f"  {sign} {w}" for w in warnings]
+            lines.append("")
     for sign, label, items in (("+", "new orphans", result.added), ("-", "no longer orphans", result.removed)):
         if items:
             lines.append(f"{label} ({len(items):,}):")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bmxgc.errors import GateRefused
 from bmxgc.model import Plan, Receipt, RecoveryPlan
 from bmxgc.undo_decision import Restore, Skip
 
@@ -12,6 +13,8 @@ from bmxgc.undo_decision import Restore, Skip
 class PlanResult:
     plan: Plan
     path: str | None  # where the plan was written (a path or an s3:// URL); None if not written
+    # What apply's offline gates would refuse this plan with today (None: nothing).
+    refusal: GateRefused | None = None
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,10 @@ class PlanDiff:
     added: list[ObjectVersion]  # orphans in the new plan only
     removed: list[ObjectVersion]  # orphans in the old plan only
     changed: list[tuple[ObjectVersion, ObjectVersion]]  # same key, another version or ETag
-    changes: list[Change] = field(default_factory=list)  # stats, settings, warnings
+    changes: list[Change] = field(default_factory=list)  # stats, settings
+    # Warnings compared as sets: a warning that only moved in the list is no news.
+    warnings_added: list[str] = field(default_factory=list)
+    warnings_removed: list[str] = field(default_factory=list)
 
     @property
     def same_orphans(self) -> bool:
@@ -42,7 +45,7 @@ class PlanDiff:
 
 
 # Fields that differ between any two plans and say nothing about the orphans.
-_NOT_COMPARED = ("created_at", "plan_hash", "sample_orphan_keys", "orphans")
+_NOT_COMPARED = ("created_at", "plan_hash", "sample_orphan_keys", "orphans", "warnings")
 
 
 def diff_plans(old: Plan, new: Plan) -> PlanDiff:
@@ -56,7 +59,14 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
         for k, o in new_by_key.items()
         if k in old_by_key and (old_by_key[k].version_id, old_by_key[k].etag) != (o.version_id, o.etag)
     ]
-    return PlanDiff(added=added, removed=removed, changed=changed, changes=summary_changes(old, new))
+    return PlanDiff(
+        added=added,
+        removed=removed,
+        changed=changed,
+        changes=summary_changes(old, new),
+        warnings_added=[w for w in dict.fromkeys(new.warnings) if w not in set(old.warnings)],
+        warnings_removed=[w for w in dict.fromkeys(old.warnings) if w not in set(new.warnings)],
+    )
 
 
 def summary_changes(old: Plan, new: Plan) -> list[Change]:

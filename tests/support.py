@@ -1,6 +1,6 @@
 """Helpers shared by the tests: writing configs, recomputing hashes, building plans.
 
-Nothing here reimplements bmxgc: the hash is recomputed from SPEC.md's words
+Nothing here reimplements bmxgc: the hash is recomputed from docs/plan-file.md's words
 with hashlib and json, and TOML is written by a tiny serialiser of our own.
 """
 
@@ -110,7 +110,7 @@ def write_toml(path: Path, doc: Mapping[str, Any]) -> Path:
 
 
 def spec_hash(doc: Mapping[str, Any]) -> str:
-    """``plan_hash`` exactly as SPEC.md defines it, written from the spec's words."""
+    """``plan_hash`` exactly as docs/plan-file.md defines it, written from its words."""
     body = {k: v for k, v in doc.items() if k != "plan_hash"}
     data = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -285,7 +285,7 @@ def test_apply_that_cannot_write_its_receipt_midway_says_what_it_deleted(
     assert proc.returncode == 1, output
     assert "Traceback" not in output
     assert "1,000" in output and "deleted" in output, output
-    assert "bmxgc undo" in output and str(w.receipt_path(plan)) in output, output
+    assert "bmxgc.toml undo" in output and str(w.receipt_path(plan)) in output, output
     # The receipt on disk is still enough to restore everything.
     undone = cli("-c", w.config_path, "undo", "--auto-approve")
     assert undone.code == 0, undone.output

@@ -96,7 +96,7 @@ def test_apply_killed_then_undo_restores_everything_deleted(
     blocked = cli("-c", big.config_path, "undo", "--auto-approve")
     assert blocked.code == 3, blocked.output
     assert "refused by gate 'lock'" in blocked.err
-    assert "no longer running" in blocked.err and "bmxgc unlock" in blocked.err
+    assert "no longer running" in blocked.err and "bmxgc.toml unlock" in blocked.err
 
     unlocked = cli("-c", big.config_path, "unlock", "--auto-approve")
     assert unlocked.code == 0, unlocked.output

@@ -44,7 +44,7 @@ def test_apply_some_keys_fail_exits_1_records_errors_and_deletes_the_rest(
     result = cli("-c", world.config_path, "apply", plan, "--auto-approve")
     assert result.code == 1, result.output
     assert "2 of 6 objects could not be deleted" in result.err
-    assert "bmxgc undo" in result.err  # says how to take it back
+    assert "bmxgc.toml undo" in result.err  # says how to take it back
 
     receipt = world.receipt(plan)
     assert receipt["status"] == "partial"
@@ -77,7 +77,7 @@ def test_undo_some_keys_fail_exits_1_and_rerun_restores_the_rest(world: World, c
     )
     first = cli("-c", world.config_path, "undo", "--auto-approve")
     assert first.code == 1, first.output
-    assert "could not be restored" in first.err and "bmxgc undo" in first.err
+    assert "could not be restored" in first.err and "bmxgc.toml undo" in first.err
     assert world.current(stuck) is None
     assert all(world.current(k) is not None for k in world.orphan_keys if k != stuck)
     record = json.loads((world.plans_dir / f"{plan.stem}.undo.json").read_text(encoding="utf-8"))
@@ -107,7 +107,7 @@ def test_apply_request_failing_midway_exits_1_says_what_was_deleted_and_undo_res
     receipt_path = big.receipt_path(plan)
     assert "ExpiredToken" in result.err
     assert "1,000 of 1,005 objects were deleted" in result.err
-    assert f"bmxgc undo {receipt_path}" in result.err
+    assert f"bmxgc.toml undo {receipt_path}" in result.err
     receipt = big.receipt(plan)
     assert receipt["status"] == "partial" and len(receipt["deleted"]) == 1_000
     assert big.lock_keys() == []
@@ -130,8 +130,8 @@ def test_apply_credentials_expire_midway_message_survives_lock_release_failure(
     result = cli("-c", big.config_path, "apply", plan, "--auto-approve")
     assert result.code == 1, result.output
     assert "1,000 of 1,005 objects were deleted" in result.err
-    assert f"bmxgc undo {big.receipt_path(plan)}" in result.err
-    assert "bmxgc unlock" in result.err
+    assert f"bmxgc.toml undo {big.receipt_path(plan)}" in result.err
+    assert "bmxgc.toml unlock" in result.err
     assert big.lock_keys() != []
 
 

@@ -90,7 +90,7 @@ def test_forged_ratio_consistent_with_forged_count_refused_by_live_ratio(bucket:
     forged = forge(plan, lambda doc: doc["stats"].update(objects_scanned=100, orphan_ratio=0.06))
     before = heavy.snapshot()
     err = refused(cli("-c", heavy.config_path, "apply", forged, "--auto-approve"), "volume")
-    assert "6 of 10 objects under books/ now" in err
+    assert "6 of the 10 objects under books/ now" in err
     assert heavy.snapshot() == before
 
 
@@ -111,9 +111,9 @@ def test_live_volume_counts_the_planned_orphans_that_exist_now() -> None:
     from bmxgc import gates
     from bmxgc.errors import GateRefused
 
-    figures = gates.LiveFigures(objects=18, referenced_keys=12, referenced_found=12, orphans=6)
+    figures = gates.VolumeFigures(objects=18, referenced_keys=12, referenced_found=12, orphans=6)
     with pytest.raises(GateRefused, match="6 planned orphans exist now"):
-        gates.check_live_volume(figures, gates.Limits(max_orphan_ratio=1.0, max_deletes=2, overrides={}), PREFIX)
+        gates.check_volume(figures, gates.Limits(max_orphan_ratio=1.0, max_deletes=2, overrides={}), PREFIX, live=True)
 
 
 def test_forged_nan_ratio_refused(bucket: Any, sqlite_db: Any, tmp_path: Path, cli: Any) -> None:

@@ -41,7 +41,7 @@ def test_apply_undo_incident_round_trip_restores_versions_etags_and_bytes(pg_wor
     for key in world.live_keys + OUTSIDE:
         assert world.current(key) == world.original[key], f"{key} was touched"
 
-    # The receipt, as SPEC.md names its fields.
+    # The receipt, as docs/reference.md names its fields.
     receipt = world.receipt(plan)
     assert receipt["format_version"] == 1
     assert receipt["plan_hash"] == plan_doc["plan_hash"]
@@ -141,7 +141,7 @@ def test_apply_same_plan_twice_refused(world: World, cli: Any) -> None:
     before = world.snapshot()
     again = cli("-c", world.config_path, "apply", plan, "--auto-approve")
     assert again.code == 3, again.output
-    assert "applied before" in again.err and "bmxgc undo" in again.err
+    assert "applied before" in again.err and "bmxgc.toml undo" in again.err
     assert world.snapshot() == before
     # Even after undo: the receipt stays, so the old plan is not replayed.
     undo_ok(cli, world)
@@ -173,7 +173,7 @@ def test_undo_with_other_prefix_config_refused(world: World, cli: Any) -> None:
 
 def test_apply_undo_output_and_files_hold_no_password(pg_world: World, cli: Any, monkeypatch: Any) -> None:
     world = pg_world
-    # The password travels only in the environment, as SPEC.md asks; the
+    # The password travels only in the environment, as docs/reference.md says; the
     # config file's URL is the same one without it.
     monkeypatch.setenv("BMXGC_DATABASE_URL", world.db.url)
     from sqlalchemy.engine import make_url

@@ -135,7 +135,7 @@ DATA = Path(__file__).parent / "data"
 
 def test_files_written_before_the_codec_still_read() -> None:
     """Written by bmxgc at 36a6501 (before this codec): every kind reads back,
-    and a plan renders again to the very same bytes (its hash is SPEC's)."""
+    and a plan renders again to the very same bytes (its hash is the documented one)."""
     plan_text = (DATA / "20261128T120000Z-before-codec.json").read_text(encoding="utf-8")
     plan = read(plan_text, "old.json", PLAN)
     assert render(plan) == plan_text

@@ -22,4 +22,4 @@ def test_demo_runs_offline_and_exits_0(cli_process: Callable[..., CliResult]) ->
     assert "s3.prefix" in result.out
     assert "the key mapping is probably wrong" in result.out
     assert re.search(r"Plan: [1-9][0-9]* to delete\.", result.out)
-    assert elapsed < 60  # SPEC: "in under a minute"
+    assert elapsed < 60  # the demo promises "in under a minute"

@@ -1,4 +1,4 @@
-"""Durations as SPEC.md writes them: an integer and s, m, h or d."""
+"""Durations as docs/reference.md writes them: an integer and s, m, h or d."""
 
 from __future__ import annotations
 

@@ -156,7 +156,7 @@ def test_random_faults_in_apply_and_undo_then_undo_restores_exactly(
         else:
             assert receipt["status"] == "partial", (where, log)
             assert receipt["errors"] or not all_deleted or receipt["pending"], (where, log)
-            assert "bmxgc undo" in applied.err, where
+            assert "bmxgc.toml undo" in applied.err, where
         assert world.lock_keys() == [], where
 
         # ---- undo under faults, in half of the runs: exit 0 only if all is restored

@@ -15,6 +15,8 @@ from bmxgc.gates import (
     check_freshness,
     check_scope,
     check_versioning,
+    Limits,
+    VolumeFigures,
     check_volume,
     volume_limits,
 )
@@ -131,18 +133,27 @@ def test_check_scope_unprotected_keys_under_prefix_pass() -> None:
 # --------------------------------------------------------------------------- volume
 
 
-def test_check_volume_ratio_above_max_refused_suggesting_override() -> None:
+def test_check_volume_ratio_above_max_refused_explaining_never_suggesting_override() -> None:
     big = plan(orphans=7, live=3)  # ratio 0.7
     with pytest.raises(GateRefused) as excinfo:
-        check_volume(big, volume_limits(big, config(), None))
+        check_volume(VolumeFigures.of_plan(big), volume_limits(big, config(), None), "books/")
     assert excinfo.value.gate == "volume"
-    assert "--max-orphan-ratio 0.7" in str(excinfo.value)
+    message = str(excinfo.value)
+    assert "7 of the 10 objects under books/" in message and "nothing references" in message
+    assert "lagging replica" in message and "truncated table" in message
+    assert "--max-orphan-ratio" not in message
+
+
+def test_check_volume_live_and_planned_figures_take_one_function() -> None:
+    figures = VolumeFigures(objects=18, referenced_keys=12, referenced_found=12, orphans=6)
+    with pytest.raises(GateRefused, match="6 planned orphans exist now"):
+        check_volume(figures, Limits(max_orphan_ratio=1.0, max_deletes=2, overrides={}), "books/", live=True)
 
 
 def test_volume_limits_command_line_ratio_overrides_and_is_recorded() -> None:
     big = plan(orphans=7, live=3)
     limits = volume_limits(big, config(), 0.75)
-    check_volume(big, limits)
+    check_volume(VolumeFigures.of_plan(big), limits, "books/")
     assert limits.overrides == {"max_orphan_ratio": 0.75}
 
 
@@ -159,20 +170,20 @@ def test_volume_limits_ratio_outside_unit_interval_is_an_error() -> None:
 
 def test_check_volume_more_orphans_than_max_deletes_refused() -> None:
     with pytest.raises(GateRefused, match="max_deletes 1"):
-        check_volume(plan(orphans=2), volume_limits(plan(orphans=2), config(safety={"max_deletes": 1}), None))
+        check_volume(VolumeFigures.of_plan(plan(orphans=2)), volume_limits(plan(orphans=2), config(safety={"max_deletes": 1}), None), "books/")
 
 
 def test_check_volume_wrong_mapping_refused_even_with_override() -> None:
     # The incident: S3 has books/..., the sources say 515/...: nothing found.
     wrong = make_plan([f"books/{i}.jpg" for i in range(4)], [f"{i}.jpg" for i in range(4)])
     with pytest.raises(GateRefused, match="mapping is wrong"):
-        check_volume(wrong, volume_limits(wrong, config(), 1.0))
+        check_volume(VolumeFigures.of_plan(wrong), volume_limits(wrong, config(), 1.0), "books/")
 
 
 def test_check_volume_sources_returned_nothing_refused_even_with_override() -> None:
     empty = make_plan([f"books/{i}.jpg" for i in range(4)], [])
     with pytest.raises(GateRefused, match="returned no keys"):
-        check_volume(empty, volume_limits(empty, config(), 1.0))
+        check_volume(VolumeFigures.of_plan(empty), volume_limits(empty, config(), 1.0), "books/")
 
 
 # --------------------------------------------------------------------------- reversibility

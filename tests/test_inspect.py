@@ -145,7 +145,7 @@ def test_diff_reports_warning_and_setting_changes(cli: Cli, tmp_path: Path) -> N
     old = write(make_plan(KEYS, KEYS), tmp_path / "old")
     new = write(make_plan(KEYS, [k.removeprefix("books/") for k in KEYS], safety={"max_deletes": 5}), tmp_path / "new")
     out = cli("diff", old, new).out
-    assert "safety.max_deletes: 10000 -> 5" in out
+    assert "safety.max_deletes: 10,000 -> 5" in out
     assert "mapping is probably wrong" in out  # a warning that appeared
     assert "Diff: 8 added, 0 removed, 0 changed." in out
 
@@ -305,3 +305,26 @@ def test_verify_refuses_plan_made_unreadable(cli: Cli, plan_file: Path, tmp_path
     result = cli("verify", path)
     assert_one_line_error(result, 3, str(path))
     assert os.path.exists(path)
+
+
+def test_diff_compares_warnings_as_sets_and_prints_numbers_as_show_does(cli: Cli, tmp_path: Path) -> None:
+    from bmxgc.planfile import seal
+
+    keys = [f"books/{i:02d}" for i in range(15)]
+    first, second = "dangling references: 3", "reference values skipped: t: 1 NULL"
+    old_plan = make_plan(keys, keys[1:])  # 1 orphan of 15
+    new_plan = make_plan(keys, keys[2:])  # 2 orphans of 15
+    old = write(seal(old_plan.model_copy(update={"warnings": [first, second]})), tmp_path / "old")
+    # One warning came first, the other two shifted: only the new one is news.
+    new = write(seal(new_plan.model_copy(update={"warnings": ["a new warning", first, second]})), tmp_path / "new")
+    result = cli("diff", old, new)
+    assert result.code == 0, result.output
+    out = result.out
+    assert "Warnings added (1):\n  + a new warning" in out
+    assert "Warnings removed" not in out
+    assert "warnings[" not in out and "-> null" not in out
+    assert "stats.orphan_ratio: 6.7% -> 13.3%" in out  # as show prints it
+    assert "0.0666" not in out and "0.1333" not in out
+    assert "stats.orphan_bytes" not in out or "B ->" in out
+    removed = cli("diff", new, old).out
+    assert "Warnings removed (1):\n  - a new warning" in removed and "Warnings added" not in removed

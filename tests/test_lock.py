@@ -60,7 +60,7 @@ def test_apply_stale_lock_refused_naming_holder_and_age(world: World, cli: Any) 
     assert "refused by gate 'lock'" in result.err
     assert "ghost@build-box-9 pid 4242" in result.err
     assert "3h 5m ago" in result.err
-    assert "bmxgc unlock" in result.err
+    assert "bmxgc.toml unlock" in result.err
     assert world.snapshot() == before
 
 
@@ -171,7 +171,7 @@ def test_apply_refused_and_lock_release_failing_still_shows_refusal(world: World
     assert result.code == 3, result.output
     assert "refused by gate 'drift'" in result.err
     assert f"{world.orphan_keys[0]}: planned" in result.err  # the key-by-key report is still there
-    assert "could not be released" in result.err and "bmxgc unlock" in result.err
+    assert "could not be released" in result.err and "bmxgc.toml unlock" in result.err
     assert world.lock_keys() == [LOCK_KEY]
     assert world.snapshot() == before
 
@@ -212,11 +212,11 @@ def test_apply_refused_by_whole_bucket_lock_then_unlock_whole_bucket(world: Worl
     result = cli("-c", world.config_path, "apply", plan, "--auto-approve")
     assert result.code == 3, result.output
     assert "refused by gate 'lock'" in result.err and "ops@laptop-1" in result.err
-    assert "bmxgc unlock --whole-bucket" in result.err
+    assert "bmxgc.toml unlock --whole-bucket" in result.err
     assert world.snapshot() == before
     assert lock_etag(world) is None  # apply gave its own books/ lock back
     hint = cli("-c", world.config_path, "unlock", "--auto-approve")
-    assert hint.code == 0 and "bmxgc unlock --whole-bucket" in hint.out
+    assert hint.code == 0 and "bmxgc.toml unlock --whole-bucket" in hint.out
     broken = cli("-c", world.config_path, "unlock", "--whole-bucket", "--auto-approve")
     assert broken.code == 0 and "ops@laptop-1" in broken.out
     applied = cli("-c", world.config_path, "apply", plan, "--auto-approve")
@@ -230,7 +230,7 @@ def test_apply_refused_by_lock_on_a_prefix_inside_its_own(world: World, cli: Any
     )
     before = world.snapshot()
     result = cli("-c", world.config_path, "apply", plan, "--auto-approve")
-    assert result.code == 3 and "bmxgc unlock --prefix books/2024/" in result.err
+    assert result.code == 3 and "bmxgc.toml unlock --prefix books/2024/" in result.err
     assert world.snapshot() == before
 
 
@@ -324,7 +324,7 @@ def test_unreadable_lock_is_named_by_apply_and_broken_by_unlock_with_consent(
     before = world.snapshot()
 
     applied = cli("-c", world.config_path, "apply", plan, "--auto-approve")
-    assert_one_line_error(applied, 3, "refused by gate 'lock'", LOCK_KEY, "unreadable", "bmxgc unlock")
+    assert_one_line_error(applied, 3, "refused by gate 'lock'", LOCK_KEY, "unreadable", "bmxgc.toml unlock")
     assert "unexpected" not in applied.err
     assert world.snapshot() == before
     assert lock_etag(world) == etag

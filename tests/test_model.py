@@ -1,4 +1,4 @@
-"""The files' data as pydantic models: strict types, times as SPEC.md writes them."""
+"""The files' data as pydantic models: strict types, times as docs/reference.md writes them."""
 
 from __future__ import annotations
 

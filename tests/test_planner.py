@@ -189,21 +189,21 @@ def test_planner_mapping_warning_comes_before_ratio_warning() -> None:
     assert mapping < ratio == mapping + 1
 
 
-def test_planner_warns_ratio_above_max_and_suggests_a_sufficient_override() -> None:
+def test_planner_warns_ratio_above_max_explaining_never_suggesting_an_override() -> None:
     plan = make_plan([f"books/{i}" for i in range(3)], ["books/0"], safety={"max_orphan_ratio": 0.5})
     (warning,) = [w for w in plan.warnings if "max_orphan_ratio" in w]
-    assert "0.67" in warning and "apply will refuse" in warning
-    suggested = float(re.search(r"--max-orphan-ratio ([0-9.]+)", warning).group(1))  # type: ignore[union-attr]
-    assert suggested >= plan.stats.orphan_ratio
+    assert "2 of the 3 objects under books/" in warning and "nothing references" in warning
+    assert "apply will refuse" in warning
+    for cause in ("wrong or empty database", "lagging replica", "key mapping", "truncated table"):
+        assert cause in warning
+    assert all("--max-orphan-ratio" not in w for w in plan.warnings)
 
 
-@pytest.mark.parametrize("orphans,total", [(57, 100), (29, 100), (1, 3), (2, 3), (58, 100), (999, 1000), (7, 9)])
-def test_planner_ratio_override_suggestion_is_never_below_the_ratio(orphans: int, total: int) -> None:
-    keys = [f"books/{i:04d}" for i in range(total)]
-    plan = make_plan(keys, keys[orphans:], safety={"max_orphan_ratio": 0})
-    (warning,) = [w for w in plan.warnings if "max_orphan_ratio" in w]
-    suggested = float(re.search(r"--max-orphan-ratio ([0-9.]+)", warning).group(1))  # type: ignore[union-attr]
-    assert plan.stats.orphan_ratio <= suggested <= plan.stats.orphan_ratio + 0.01
+def test_planner_jump_and_empty_references_warnings_explain_without_an_override() -> None:
+    plan = make_plan([f"books/{i}" for i in range(3)], [], safety={"max_orphan_ratio": 0.5})
+    (empty,) = [w for w in plan.warnings if "returned no keys" in w]
+    assert "3 objects under books/" in empty and "lagging replica" in empty
+    assert all("--max-orphan-ratio" not in w for w in plan.warnings)
 
 
 def test_planner_ratio_equal_to_max_does_not_warn() -> None:

@@ -28,7 +28,7 @@ def test_undo_restores_keys_apply_recorded_as_errors(world: World, cli: Any, hoo
     hooked("before-send.s3.DeleteObjects", error_after_work(plain_client(world.bucket.endpoint), world.name, odd))
     applied = cli("-c", world.config_path, "apply", plan, "--auto-approve")
     assert applied.code == 1, applied.output
-    assert "bmxgc undo" in applied.err
+    assert "bmxgc.toml undo" in applied.err
     assert [e["key"] for e in world.receipt(plan)["errors"]] == sorted(odd)
     assert world.current(world.orphan_keys[2]) is None  # deleted, whatever S3 said
     hooked.clear()

@@ -1,6 +1,6 @@
 """``bmxgc apply``: re-verify a plan against live state, then delete reversibly.
 
-The gates run in SPEC.md's order; the first that doubts refuses, and nothing
+The gates run in docs/reference.md's order; the first that doubts refuses, and nothing
 in the bucket has changed. Deletion writes delete markers (no version ids),
 in batches of up to 1,000, with the receipt written ahead of every batch.
 """
@@ -27,13 +27,16 @@ from bmxgc.model import (
     utc_now,
 )
 from bmxgc.planfile import parse_plan_text
-from bmxgc.naming import receipt_name_for
-from bmxgc.receipt import Journal, check_not_applied
+from bmxgc.gates import baseline_of
+from bmxgc.naming import plan_for, receipt_name_for
+from bmxgc.receipt import Journal, check_not_applied, last_applied_plan
 from bmxgc.references import check_connection, read_references, redact_url
 from bmxgc.results import ApplyResult
-from bmxgc.store import plans_store, read_document
+from bmxgc.store import Store, plans_store, read_document
 
 Confirm = gates.Confirm
+# type_count(question) -> what the operator typed (the number of objects to delete).
+TypeCount = Callable[[str], str]
 # progress(deleted so far, total)
 DeleteProgress = Callable[[int, int], None]
 
@@ -44,7 +47,10 @@ def apply(
     *,
     auto_approve: bool = False,
     max_orphan_ratio: float | None = None,
+    allow_jump: bool = False,
+    expect_deletes: int | None = None,
     confirm: Confirm | None = None,
+    type_count: TypeCount | None = None,
     now: datetime | None = None,
     client: s3.S3Client | None = None,
     progress: DeleteProgress | None = None,
@@ -61,8 +67,22 @@ def apply(
     gates.check_scope(plan, config)  # gate 4, offline part
     limits = gates.volume_limits(plan, config, max_orphan_ratio)
     gates.check_plan_figures(plan)  # gate 5: the plan's own figures, then its volume
-    gates.check_volume(plan, limits)
+    gates.check_volume(gates.VolumeFigures.of_plan(plan), limits, plan.prefix)
     store = plans_store(config, client)
+    baseline = last_applied(store, plan)
+    gates.check_jump(gates.VolumeFigures.of_plan(plan), baseline, allowed=allow_jump, this=plan_for(receipt_name_for(location)))
+    if allow_jump or expect_deletes is not None:
+        # An overridden jump: the operator states the count, even with --auto-approve.
+        typed = None
+        if expect_deletes is None and type_count is not None:
+            typed = type_count(_count_question(plan, baseline))
+        gates.check_expected_count(expect_deletes, typed, len(plan.orphans))
+    if allow_jump:
+        limits = gates.Limits(
+            max_orphan_ratio=limits.max_orphan_ratio,
+            max_deletes=limits.max_deletes,
+            overrides={**limits.overrides, "allow_jump": True, "expected_deletes": len(plan.orphans)},
+        )
     receipt_name = receipt_name_for(location)
     check_not_applied(store, plan.plan_hash, receipt_name)  # gate 1: no receipt has this plan_hash
     sources = _sources(plan, config)
@@ -71,11 +91,12 @@ def apply(
     with lock.held(client, plan.bucket, plan.prefix, command="apply", plan_hash=plan.plan_hash):  # gate 6
         gates.check_versioning(s3.versioning_status(client, plan.bucket), plan.bucket)  # gate 7
         # Gates 4 (age, near misses) and 5 again, from live state, then gate 8.
-        _check_drift(client, plan, database_url, sources, config=config, limits=limits, min_age=min_age, now=now)
+        jump = None if allow_jump else baseline
+        _check_drift(client, plan, database_url, sources, config=config, limits=limits, min_age=min_age, now=now, baseline=jump)
         if not auto_approve:  # gate 9
             gates.check_consent(confirm, _consent_summary(plan), command="apply")
             # Time passed at the prompt: look again just before deleting.
-            _check_drift(client, plan, database_url, sources, config=config, limits=limits, min_age=min_age, now=now)
+            _check_drift(client, plan, database_url, sources, config=config, limits=limits, min_age=min_age, now=now, baseline=jump)
         # Again under the lock: a copy of this plan may have been applied (and
         # undone) while this apply waited for it.
         check_not_applied(store, plan.plan_hash, receipt_name)
@@ -140,6 +161,7 @@ def _check_drift(
     limits: gates.Limits,
     min_age: timedelta,
     now: datetime | None,
+    baseline: gates.Baseline | None = None,
 ) -> None:
     """Read the references and list the whole prefix now (the per-key shortcut
     could not count the prefix's objects), then decide from what is live:
@@ -150,13 +172,28 @@ def _check_drift(
     live = group_by_key(tally.observe(s3.list_versions(client, plan.bucket, plan.prefix)), planned)
     gates.check_live_age(plan.orphans, live, min_age, now or utc_now())
     gates.check_live_near_misses(plan, config, references, tally.found_keys)
-    gates.check_live_volume(tally.figures(plan.orphans, live), limits, plan.prefix)
+    figures = tally.figures(plan.orphans, live)
+    gates.check_volume(figures, limits, plan.prefix, live=True)
+    gates.check_jump(figures, baseline, allowed=False, live=True)
     referenced_now = {
         key: result.name for result in references.sources for key in result.keys if key in planned
     }
     offences = find_drift(plan.orphans, live, referenced_now)
     if offences:
         raise DriftError(offences)
+
+
+def last_applied(store: Store, plan: Plan) -> gates.Baseline | None:
+    """The jump gate's baseline: see ``receipt.last_applied_plan``."""
+    return baseline_of(last_applied_plan(store, plan.bucket, plan.prefix, plan.plan_hash))
+
+
+def _count_question(plan: Plan, baseline: gates.Baseline | None) -> str:
+    since = f" since {baseline.name}, the last applied plan" if baseline else ""
+    return (
+        f"--allow-jump: the figures jumped{since}. Type the number of objects this apply "
+        f"deletes (from the plan, s3://{plan.bucket}/{plan.prefix})"
+    )
 
 
 def _consent_summary(plan: Plan) -> str:

@@ -12,6 +12,8 @@ from bmxgc.errors import ConfigError, PlanFileError
 from bmxgc.model import Plan, utc_now
 from bmxgc.planfile import default_file_name, parse_plan_text, render_plan_json
 from bmxgc.results import PlanResult
+from bmxgc.gates import baseline_of, offline_refusal
+from bmxgc.receipt import last_applied_plan
 from bmxgc.planner import Previous, ScanContext, build_plan, with_cross_check
 from bmxgc.naming import is_plan_name
 from bmxgc.references import cross_check as references_cross_check
@@ -76,14 +78,16 @@ def plan(
             timeouts=config.database,
         )
         result = with_cross_check(result, found.hits, found.columns, found.tables_not_scanned)
+    baseline = baseline_of(last_applied_plan(store, bucket, prefix, result.plan_hash))
+    refusal = offline_refusal(result, config, baseline, now or utc_now()) if result.orphans else None
     if not write:
-        return PlanResult(plan=result, path=None)
+        return PlanResult(plan=result, path=None, refusal=refusal)
     if out is not None:
         store, name = open_location(str(out), client)
     else:
         name = default_file_name(result)
     location = create_once(store, name, render_plan_json(result), read_only=True)
-    return PlanResult(plan=result, path=location)
+    return PlanResult(plan=result, path=location, refusal=refusal)
 
 
 def check_out_outside_prefix(out: str, config: Config) -> None:
