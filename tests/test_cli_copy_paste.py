@@ -25,7 +25,7 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def printed(output: str, subcommand: str) -> list[str]:
+def printed(output: str, subcommand: str) -> list[list[str]]:
     """The 'bmxgc ... SUBCOMMAND ...' command lines in ``output``, as argv after 'bmxgc'."""
     found = re.findall(rf"bmxgc (-c \S+ {subcommand}\b[^'\n]*)", output)
     return [shlex.split(f)[:] for f in found]

@@ -88,9 +88,14 @@ def test_jump_override_with_the_count_applies_and_is_recorded(story: tuple[World
 def test_jump_override_typed_count_through_the_api(story: tuple[World, Path]) -> None:
     world, plan = story
     asked: list[str] = []
+
+    def answer_yes(question: str) -> str:
+        asked.append(question)
+        return "yes"
+
     before = world.snapshot()
     with pytest.raises(GateRefused, match="not the number"):
-        world.apply(plan, max_orphan_ratio=1.0, allow_jump=True, type_count=lambda q: asked.append(q) or "yes")
+        world.apply(plan, max_orphan_ratio=1.0, allow_jump=True, type_count=answer_yes)
     assert world.snapshot() == before and asked
     world.apply(plan, max_orphan_ratio=1.0, allow_jump=True, type_count=lambda q: "278")
     assert world.receipt(plan)["overrides"]["allow_jump"] is True
