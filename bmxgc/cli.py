@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from bmxgc import __version__
+from bmxgc import __version__, interrupts
 from bmxgc.config import Config, load_config, redact_urls
 from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_REFUSED, BmxgcError, PartialFailure
 from bmxgc.results import RecoverResult
@@ -420,10 +420,15 @@ def _main(argv: list[str] | None) -> int:
     global _printed_config
     _printed_config = None
     try:
-        cli.main(args=argv, prog_name="bmxgc", standalone_mode=False)
+        with interrupts.handled():
+            cli.main(args=argv, prog_name="bmxgc", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
-    except click.Abort:
+    except click.Abort as exc:
+        # click turns Ctrl-C (and SIGTERM, a KeyboardInterrupt here) into Abort.
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            click.echo("Interrupted.", err=True)
+            return interrupts.exit_code(exc.__cause__)
         click.echo("Aborted.", err=True)
         return EXIT_ERROR
     except click.ClickException as exc:
@@ -437,9 +442,9 @@ def _main(argv: list[str] | None) -> int:
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         click.echo("Interrupted.", err=True)
-        return 130
+        return interrupts.exit_code(exc)
     except OSError as exc:
         click.echo(f"Error: {exc.filename or ''}{': ' if exc.filename else ''}{exc.strerror or exc}", err=True)
         return EXIT_ERROR

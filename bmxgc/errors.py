@@ -101,3 +101,13 @@ class PartialFailure(BmxgcError):
 
     def details(self) -> list[str]:
         return self._details
+
+
+class Interrupted(BmxgcError):
+    """SIGINT (exit 130) or SIGTERM (exit 143) stopped a command; the message
+    says what was done and how to take it back, ``result`` holds it."""
+
+    def __init__(self, message: str, exit_code: int, result: object = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.result = result

@@ -12,7 +12,9 @@ keeps botocore's retries.
 
 An interruption (Ctrl-C, or a failure the caller stops on) leaves the batch
 in flight as journaled intent and calls ``journal.interrupted()`` before it
-propagates, so that the receipt or record says the run did not finish.
+propagates, so that the receipt or record says the run did not finish. Under
+the CLI a first Ctrl-C or SIGTERM waits for the request in flight and its
+recorded outcome (``interrupts``), so the run stops between two requests.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from bmxgc import s3
+from bmxgc import interrupts, s3
 from bmxgc.errors import ServiceError
 
 Item = TypeVar("Item")
@@ -70,22 +72,24 @@ def send_batches(
     size = batch_size or s3.MAX_KEYS_PER_REQUEST  # read at each call: tests make it small
     done = 0
     try:
-        for start in range(0, len(items), size):
-            batch = list(items[start : start + size])
-            todo, attempt = batch, 1
-            while todo:
-                journal.intend(todo)
-                try:
-                    sent = send(todo, attempt)
-                except ServiceError as exc:
-                    if failed is None:
-                        raise
-                    sent = Sent(failed(todo, exc))
-                journal.record(sent.answer)
-                todo, attempt = sent.again, attempt + 1
-            done += len(batch)
-            if progress is not None:
-                progress(done, len(items))
+        with interrupts.batches_finish():
+            for start in range(0, len(items), size):
+                batch = list(items[start : start + size])
+                todo, attempt = batch, 1
+                while todo:
+                    journal.intend(todo)
+                    try:
+                        sent = send(todo, attempt)
+                    except ServiceError as exc:
+                        if failed is None:
+                            raise
+                        sent = Sent(failed(todo, exc))
+                    journal.record(sent.answer)
+                    interrupts.check()  # a Ctrl-C during the request stops here, its outcome recorded
+                    todo, attempt = sent.again, attempt + 1
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(items))
     except (ServiceError, KeyboardInterrupt):
         journal.interrupted()
         raise

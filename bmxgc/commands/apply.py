@@ -11,10 +11,10 @@ import os
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
-from bmxgc import gates, lock, s3
+from bmxgc import gates, interrupts, lock, s3
 from bmxgc.config import Config, ReferenceSource
 from bmxgc.drift import KeyHistory, find_drift, group_by_key, markers_above
-from bmxgc.errors import ConfigError, DriftError, GateRefused, PartialFailure, ServiceError
+from bmxgc.errors import ConfigError, DriftError, GateRefused, Interrupted, PartialFailure, ServiceError
 from bmxgc.executor import Sent, send_batches
 from bmxgc.live import live_histories
 from bmxgc.model import (
@@ -122,6 +122,15 @@ def apply(
                 f"{exc}. {len(journal.receipt.deleted):,} of {len(plan.orphans):,} objects were deleted "
                 f"before this (receipt {journal.location}, status partial); run 'bmxgc undo "
                 f"{journal.location}' to restore them, or plan again and apply to finish",
+                ApplyResult(plan=plan, receipt=journal.receipt, receipt_path=journal.location),
+            ) from None
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the batch in flight is recorded
+            done = len(journal.receipt.deleted)
+            raise Interrupted(
+                f"interrupted: {done:,} of {len(plan.orphans):,} objects were deleted (receipt "
+                f"{journal.location}, status partial); run 'bmxgc undo {journal.location}' to restore "
+                "them, or plan again and apply to finish",
+                interrupts.exit_code(exc),
                 ApplyResult(plan=plan, receipt=journal.receipt, receipt_path=journal.location),
             ) from None
         except ConfigError as exc:

@@ -11,9 +11,9 @@ import collections
 from collections.abc import Sequence
 from datetime import datetime
 
-from bmxgc import __version__, lock, s3
+from bmxgc import __version__, interrupts, lock, s3
 from bmxgc.config import Config
-from bmxgc.errors import ConfigError, PartialFailure
+from bmxgc.errors import ConfigError, Interrupted, PartialFailure
 from bmxgc.executor import Sent, send_batches
 from bmxgc.model import (
     EARLIEST,
@@ -102,7 +102,15 @@ def recover(
             overrides={},
             undo_until=None,
         )
-        restored, failed = _remove_markers(client, bucket, plan.restores, journal)
+        try:
+            restored, failed = _remove_markers(client, bucket, plan.restores, journal)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the request in flight is recorded
+            raise Interrupted(
+                f"interrupted: {len(journal.receipt.restored):,} of {len(plan.restores):,} objects were restored "
+                f"(receipt {journal.location}, status partial); run the same 'bmxgc recover' again: it "
+                "restores only what is still deleted",
+                interrupts.exit_code(exc),
+            ) from None
     result = RecoverResult(
         plan,
         plan_location,

@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from bmxgc import gates, lock, s3
+from bmxgc import gates, interrupts, lock, s3
 from bmxgc.config import Config
 from bmxgc.drift import KeyHistory
-from bmxgc.errors import BmxgcError, GateRefused, PartialFailure, PlanFileError, ServiceError
+from bmxgc.errors import BmxgcError, GateRefused, Interrupted, PartialFailure, PlanFileError, ServiceError
 from bmxgc.executor import Sent, send_batches
 from bmxgc.live import live_histories
 from bmxgc.model import (
@@ -79,7 +79,15 @@ def undo(
             )
             gates.check_consent(confirm, summary, command="undo")
         record = _Record(store, record_name, runs, name, receipt)
-        errors = _remove_markers(client, receipt.bucket, decided.restores, record)
+        try:
+            errors = _remove_markers(client, receipt.bucket, decided.restores, record)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the request in flight is recorded
+            raise Interrupted(
+                f"interrupted: undo stopped before it finished (what it intended is in "
+                f"{store.location(record_name)}); run 'bmxgc undo {path}' again: it restores only what "
+                "is still deleted",
+                interrupts.exit_code(exc),
+            ) from None
         restored, not_restored = _verify(client, receipt, decided.restores)
         failed = {key for key, _found in not_restored}
         errors = [e for e in errors if e[0] in failed]

@@ -1,0 +1,71 @@
+"""Ctrl-C and SIGTERM during apply: the batch in flight is recorded, the lock
+released, and the operator told what was deleted, where the receipt is and the
+command that takes it back; exit 130 (SIGINT) or 143 (SIGTERM)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apply_support import World, build_world
+from slow_deletes_cli import MARK
+
+RUNNER = Path(__file__).with_name("slow_deletes_cli.py")
+
+
+@pytest.fixture
+def big_world(bucket: object, sqlite_db: object, tmp_path: Path) -> World:
+    return build_world(bucket, sqlite_db, tmp_path, live=1400, orphans=1300, fast=True)
+
+
+def _apply_interrupted(world: World, plan: Path, signum: int) -> tuple[int, str]:
+    proc = subprocess.Popen(
+        [sys.executable, str(RUNNER), "-c", str(world.config_path), "apply", str(plan), "--auto-approve"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(RUNNER.parent), os.environ.get("PYTHONPATH", "")])},
+    )
+    assert proc.stderr is not None
+    seen: list[str] = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.strip() == MARK:  # the first batch's answer is in flight
+            proc.send_signal(signum)
+            break
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out + "".join(seen) + err
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
+def test_apply_interrupted_records_the_batch_in_flight_and_says_how_to_undo(
+    big_world: World, cli: object, signum: int, code: int
+) -> None:
+    world = big_world
+    plan = world.plan()
+    returncode, output = _apply_interrupted(world, plan, signum)
+
+    assert returncode == code, output
+    assert "Traceback" not in output
+    receipt_path = world.receipt_path(plan)
+    assert "1,000 of 1,300 objects were deleted" in output, output
+    assert f"bmxgc -c {world.config_path} undo {receipt_path}" in output, output
+    # The batch in flight finished and was recorded; the next one was never sent.
+    deleted_now = [k for k in world.orphan_keys if world.current(k) is None]
+    assert len(deleted_now) == 1000
+    receipt = json.loads(receipt_path.read_text(encoding="utf-8"))
+    assert receipt["status"] == "partial"
+    assert sorted(e["key"] for e in receipt["deleted"]) == sorted(deleted_now)
+    assert receipt["pending"] == []
+    assert world.lock_keys() == []  # released
+
+    undone = cli("-c", world.config_path, "undo", receipt_path, "--auto-approve")  # type: ignore[operator]
+    assert undone.code == 0, undone.output
+    world.assert_orphans_restored()
