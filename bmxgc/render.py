@@ -231,7 +231,8 @@ def apply_text(result: ApplyResult) -> str:
 
 
 def undo_text(result: UndoResult) -> str:
-    lines = [
+    lines = [result.receipt_summary] if result.receipt_summary else []
+    lines += [
         f"Undo complete! {len(result.restored):,} restored, {len(result.skipped):,} left alone, "
         f"{len(result.already_restored):,} already restored, {len(result.errors):,} failed.",
     ]

@@ -38,6 +38,7 @@ class UndoResult:
     errors: list[tuple[str, str, str]]  # key, code, message: markers S3 did not remove
     not_restored: list[tuple[str, str]] = field(default_factory=list)  # key, what S3 shows now
     record_error: str | None = None  # why the undo record could not be written
+    receipt_summary: str = ""  # which apply this undid: plan hash, when, by whom, how many
 
     @property
     def still_deleted(self) -> list[tuple[str, str]]:

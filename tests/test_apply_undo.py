@@ -11,6 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bmxgc.errors import GateRefused
+
 from apply_support import OUTSIDE, PREFIX, World, build_world
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -276,3 +280,30 @@ def test_undo_edited_receipt_never_deletes_a_real_version(world: World, cli: Any
     assert world.current(victim) == world.original[victim]
     versions = world.client.list_object_versions(Bucket=world.name, Prefix=victim)["Versions"]
     assert [v["VersionId"] for v in versions] == [world.original[victim]["version_id"]]
+
+
+def test_undo_names_the_receipt_it_takes_back_in_its_prompt_and_output(world: World, cli: Any) -> None:
+    # 'bmxgc undo' with no argument picks the newest receipt: the operator must
+    # see which apply that is before typing 'yes', and after.
+    plan = world.plan()
+    world.apply(plan)
+    receipt_path = world.receipt_path(plan)
+    receipt = world.receipt(plan)
+    asked: list[str] = []
+
+    def confirm(summary: str) -> bool:
+        asked.append(summary)
+        return False
+
+    with pytest.raises(GateRefused):
+        world.undo(None, auto_approve=False, confirm=confirm)
+    by = receipt["applied_by"]
+    expected = (
+        f"Receipt {receipt_path}: plan {receipt['plan_hash']}, applied {receipt['started_at']} "
+        f"by {by['user']}@{by['host']}, {len(world.orphan_keys)} objects deleted (complete)"
+    )
+    assert asked and asked[0].splitlines()[0] == expected
+    undone = cli("-c", world.config_path, "undo", "--auto-approve")
+    assert undone.code == 0, undone.output
+    assert undone.out.splitlines()[0] == expected
+    world.assert_orphans_restored()

@@ -67,12 +67,15 @@ def undo(
             f"s3://{config.s3.bucket}/{config.s3.prefix}; use the config the apply used",
         )
     record_name = undo_record_name(name)
-    runs = _earlier_runs(store, record_name)
-    window = apply_window(receipt, utc_now(), _first_run_at(runs))
+    about = describe_receipt(path, receipt)
     with lock.held(client, receipt.bucket, receipt.prefix, command="undo", plan_hash=receipt.plan_hash):
+        # Under the lock: no other undo of this receipt writes the record meanwhile.
+        runs = _earlier_runs(store, record_name)
+        window = apply_window(receipt, utc_now(), _first_run_at(runs))
         decided = _decide(client, receipt, window, _restored_keys(runs))
         if decided.restores and not auto_approve:
             summary = (
+                f"{about}\n"
                 f"bmxgc will restore {len(decided.restores):,} objects in s3://{receipt.bucket}/"
                 f"{receipt.prefix} by removing the delete markers apply wrote "
                 f"({len(decided.skips):,} left alone, {len(decided.already_restored):,} already restored)."
@@ -94,9 +97,19 @@ def undo(
         result = UndoResult(
             path, store.location(record_name), restored, decided.skips, decided.already_restored, errors, not_restored
         )
-        result = replace(result, record_error=record.finish(result))
+        result = replace(result, record_error=record.finish(result), receipt_summary=about)
     _raise_unless_done(result)
     return result
+
+
+def describe_receipt(path: str, receipt: Receipt) -> str:
+    """Which apply an undo takes back, for its prompt and its output."""
+    by = receipt.applied_by
+    who = f" by {by.get('user', '?')}@{by.get('host', '?')}" if by else ""
+    return (
+        f"Receipt {path}: plan {receipt.plan_hash}, applied {receipt.started_at}{who}, "
+        f"{len(receipt.deleted):,} objects deleted ({receipt.status})"
+    )
 
 
 def _raise_unless_done(result: UndoResult) -> None:
