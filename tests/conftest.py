@@ -34,10 +34,33 @@ from support import CliResult
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Which S3 server the suite runs on: moto (in this process, the default), or
+# LocalStack or Ceph RGW started by scripts/s3-server.sh, which writes their
+# endpoint and credentials to STATE/NAME/env (or give BMXGC_TEST_S3_ENDPOINT,
+# BMXGC_TEST_S3_ACCESS_KEY and BMXGC_TEST_S3_SECRET_KEY yourself).
+S3_SERVER = os.environ.get("BMXGC_TEST_S3", "moto") or "moto"
+S3_SERVERS = ("moto", "localstack", "ceph")
+
+
+def _server_settings(name: str) -> dict[str, str]:
+    if name == "moto":
+        return {}
+    found = dict(os.environ)
+    if "BMXGC_TEST_S3_ENDPOINT" not in found:
+        env_file = Path(os.environ.get("BMXGC_S3_STATE", "/tmp/bmxgc-s3")) / name / "env"
+        if env_file.is_file():
+            for line in env_file.read_text(encoding="utf-8").splitlines():
+                k, _, v = line.partition("=")
+                found[k.strip()] = v.strip()
+    return {k: v for k, v in found.items() if k.startswith("BMXGC_TEST_S3_")}
+
+
+_SERVER = _server_settings(S3_SERVER)
+
 # Dummy credentials: the AWS secret must never show up in a plan or output.
-AWS_SECRET = "aws-SECRET-" + secrets.token_hex(8)
+AWS_SECRET = _SERVER.get("BMXGC_TEST_S3_SECRET_KEY") or "aws-SECRET-" + secrets.token_hex(8)
 AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_ACCESS_KEY_ID": _SERVER.get("BMXGC_TEST_S3_ACCESS_KEY", "testing"),
     "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
@@ -57,6 +80,31 @@ def free_port() -> int:
 
 
 # --------------------------------------------------------------------------- environment
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "moto_only: needs moto's internals or a moto-only behaviour")
+    if S3_SERVER not in S3_SERVERS:
+        raise pytest.UsageError(f"BMXGC_TEST_S3={S3_SERVER!r}: use one of {', '.join(S3_SERVERS)}")
+    if S3_SERVER != "moto" and "BMXGC_TEST_S3_ENDPOINT" not in _SERVER:
+        raise pytest.UsageError(
+            f"BMXGC_TEST_S3={S3_SERVER}, but no {S3_SERVER} server is running: "
+            f"run 'scripts/s3-server.sh {S3_SERVER} start' first"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"S3 server: {S3_SERVER} {_SERVER.get('BMXGC_TEST_S3_ENDPOINT', '(in-process)')}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if S3_SERVER == "moto":
+        return
+    skip = pytest.mark.skip(reason=f"moto only (BMXGC_TEST_S3={S3_SERVER})")
+    for item in items:
+        if item.get_closest_marker("moto_only"):
+            item.add_marker(skip)
+
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -82,7 +130,12 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def s3_endpoint(_aws_environment: None) -> Iterator[str]:
-    """moto's S3 server on a free loopback port, in this process, over real HTTP."""
+    """The S3 server chosen by BMXGC_TEST_S3: by default moto's S3 server on a
+    free loopback port, in this process, over real HTTP; else the LocalStack or
+    Ceph RGW that scripts/s3-server.sh started."""
+    if S3_SERVER != "moto":
+        yield _SERVER["BMXGC_TEST_S3_ENDPOINT"]
+        return
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -97,6 +150,8 @@ def s3_endpoint(_aws_environment: None) -> Iterator[str]:
 
 def _moto_bucket_backend(name: str) -> Any | None:
     """The in-process moto backend holding bucket ``name``, or None if unreachable."""
+    if S3_SERVER != "moto":
+        return None
     try:
         from moto.backends import get_backend
 
