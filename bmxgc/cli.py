@@ -10,13 +10,13 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from bmxgc import __version__
 from bmxgc.config import Config, load_config, redact_urls
-from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, BmxgcError
+from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, BmxgcError, LockNotReleased
 
 OutputFormat = click.Choice(["text", "markdown", "json"])
 
@@ -60,6 +60,7 @@ class _DeleteBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def _end_progress() -> None:
@@ -208,6 +209,10 @@ def apply_command(obj: _Context, plan_path: str, auto_approve: bool, max_orphan_
             confirm=_ask_yes(),
             progress=bar,
         )
+    except LockNotReleased as exc:  # the apply's summary first, then the error
+        bar.close()
+        click.echo(apply_text(cast(Any, exc.result)))
+        raise
     finally:
         bar.close()
     click.echo(apply_text(result))
@@ -222,7 +227,11 @@ def undo_command(obj: _Context, receipt_path: str | None, auto_approve: bool) ->
     from bmxgc.commands.undo import undo
     from bmxgc.render import undo_text
 
-    result = undo(obj.config(), receipt_path, auto_approve=auto_approve, confirm=_ask_yes())
+    try:
+        result = undo(obj.config(), receipt_path, auto_approve=auto_approve, confirm=_ask_yes())
+    except LockNotReleased as exc:  # the undo's summary first, then the error
+        click.echo(undo_text(cast(Any, exc.result)))
+        raise
     click.echo(undo_text(result))
 
 
@@ -267,14 +276,18 @@ def recover_command(
     from bmxgc.commands.recover import parse_time, recover
     from bmxgc.render import recover_text
 
-    result = recover(
-        obj.config(),
-        since=parse_time(since, "--since"),
-        until=parse_time(until, "--until") if until else None,
-        prefix=prefix,
-        whole_bucket=whole_bucket,
-        auto_approve=auto_approve,
-    )
+    try:
+        result = recover(
+            obj.config(),
+            since=parse_time(since, "--since"),
+            until=parse_time(until, "--until") if until else None,
+            prefix=prefix,
+            whole_bucket=whole_bucket,
+            auto_approve=auto_approve,
+        )
+    except LockNotReleased as exc:  # what recover did or would do first, then the error
+        click.echo(recover_text(cast(Any, exc.result)))
+        raise
     click.echo(recover_text(result))
     if result.errors:
         sys.exit(EXIT_ERROR)

@@ -23,7 +23,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from bmxgc import s3
 from bmxgc.config import LOCK_FOLDER, describe_validation_error
 from bmxgc.durations import format_duration
-from bmxgc.errors import BmxgcError, GateRefused, ServiceError
+from bmxgc.errors import BmxgcError, GateRefused, LockNotReleased, ServiceError
 from bmxgc.model import VersionEntry, parse_rfc3339, rfc3339, utc_now
 from bmxgc.receipt import who
 
@@ -71,6 +71,8 @@ class LockInfo:
     holder: dict[str, str]
     problem: str | None = None
     version_id: str = ""
+    # Set by ``held`` when the release after the command failed: check_released raises it.
+    release_failed: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def age(self, now: datetime) -> str:
         try:
@@ -330,11 +332,20 @@ def held(
     try:
         _release(client, bucket, key, version_id)
     except ServiceError as release_error:
-        raise ServiceError(
+        # Not raised here: the command has a result to show and keep. It
+        # calls check_released(info, result) after the with block.
+        info.release_failed.append(
             f"the {command} itself finished (its receipt or record says what it did), but the lock "
             f"s3://{bucket}/{key} could not be released ({release_error}); run "
             f"'{unlock_command_for(prefix)}' once S3 answers again"
-        ) from None
+        )
+
+
+def check_released(info: LockInfo, result: object) -> None:
+    """After ``with held(...) as info``: raise LockNotReleased carrying the
+    command's ``result`` if the release failed (exit 1, result still shown)."""
+    if info.release_failed:
+        raise LockNotReleased(info.release_failed[0], result)
 
 
 def break_lock(client: s3.S3Client, bucket: str, prefix: str, lock: LockInfo) -> bool:

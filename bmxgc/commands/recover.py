@@ -78,26 +78,29 @@ def recover(
     client = client or s3.client_for(config.s3)
     bucket = config.s3.bucket
     store = plans_store(config, client)
-    with lock.held(client, bucket, scope, command="recover", plan_hash="(recover)"):
+    with lock.held(client, bucket, scope, command="recover", plan_hash="(recover)") as held:
         scan = find_recoverable(s3.list_versions(client, bucket, scope), since, until)
         now = utc_now()
         plan = _recovery_plan(bucket, scope, since, until, scan, now)
         name = f"{now:%Y%m%dT%H%M%SZ}-recover-{plan.plan_hash.removeprefix('sha256:')[:12]}.json"
         plan_location = create_once(store, name, to_json(document(plan)), read_only=True)
-        if not auto_approve or not plan.restores:
-            return RecoverResult(plan, plan_location, scan.nothing_beneath, applied=False)
-        journal = Journal.create(
-            store,
-            name.removesuffix(".json") + RECEIPT_SUFFIX,
-            kind="recover",
-            plan_hash=plan.plan_hash,
-            bucket=bucket,
-            prefix=scope,
-            overrides={},
-            undo_until=None,
-        )
-        restored, failed = _remove_markers(client, bucket, plan.restores, journal)
-    return RecoverResult(
+        if auto_approve and plan.restores:
+            journal = Journal.create(
+                store,
+                name.removesuffix(".json") + RECEIPT_SUFFIX,
+                kind="recover",
+                plan_hash=plan.plan_hash,
+                bucket=bucket,
+                prefix=scope,
+                overrides={},
+                undo_until=None,
+            )
+            restored, failed = _remove_markers(client, bucket, plan.restores, journal)
+    if not auto_approve or not plan.restores:
+        dry_run = RecoverResult(plan, plan_location, scan.nothing_beneath, applied=False)
+        lock.check_released(held, dry_run)
+        return dry_run
+    result = RecoverResult(
         plan,
         plan_location,
         scan.nothing_beneath,
@@ -106,6 +109,8 @@ def recover(
         restored=restored,
         errors=failed,
     )
+    lock.check_released(held, result)
+    return result
 
 
 def _recovery_plan(

@@ -74,7 +74,7 @@ def undo(
     record_name = undo_record_name(name)
     runs = _earlier_runs(store, record_name)
     window = apply_window(receipt, utc_now(), _first_run_at(runs))
-    with lock.held(client, receipt.bucket, receipt.prefix, command="undo", plan_hash=receipt.plan_hash):
+    with lock.held(client, receipt.bucket, receipt.prefix, command="undo", plan_hash=receipt.plan_hash) as held:
         decided = _decide(client, receipt, window)
         if decided.restores and not auto_approve:
             if confirm is None:
@@ -97,6 +97,7 @@ def undo(
             path, store.location(record_name), restored, decided.skips, decided.already_restored, errors, not_restored
         )
         result = replace(result, record_error=record.finish(result))
+    lock.check_released(held, result)
     _raise_unless_done(result)
     return result
 
