@@ -164,6 +164,10 @@ def _remove_markers(
             )
         done = {(key, vid) for key, vid, _marker in outcome.deleted}
         done_keys = {key for key, vid, _marker in outcome.deleted if vid is None}  # an answer without VersionId
+        # A marker that is already gone is removed: LocalStack answers
+        # NoSuchVersion where S3 and Ceph answer success (a rerun, a resent batch).
+        done_keys |= {key for key, code, _message in outcome.errors if code == "NoSuchVersion"}
+        errors = [e for e in outcome.errors if e[1] != "NoSuchVersion"]
         restored: list[RestoredEntry] = []
         for index, key, marker in batch:
             if (key, marker) not in done and key not in done_keys:
@@ -179,6 +183,6 @@ def _remove_markers(
                         removed_delete_marker_version_id=item.delete_marker_version_id,
                     )
                 )
-        journal.record_restored(restored, [KeyFailure(key=k, code=c, message=m) for k, c, m in outcome.errors])
+        journal.record_restored(restored, [KeyFailure(key=k, code=c, message=m) for k, c, m in errors])
     journal.finish()
     return len(journal.receipt.restored), len(journal.receipt.errors)
