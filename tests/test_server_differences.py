@@ -97,3 +97,33 @@ def test_apply_sends_each_keys_etag_and_version_is_checked_before(world: World, 
         key = o.findtext(f"{NS}Key")
         assert o.findtext(f"{NS}ETag") == f'"{world.original[key]["etag"]}"', key
         assert o.find(f"{NS}VersionId") is None
+
+
+def test_a_key_deleted_by_someone_else_just_before_apply_is_not_retried_and_undo_restores_all(
+    world: World, cli: Any, hooked: Hooks
+) -> None:
+    """Someone deletes a planned key between apply's drift check and its
+    DeleteObjects. Ceph then writes no marker and answers without DeleteMarker;
+    moto and LocalStack stack a second marker. Apply looks the key up instead
+    of failing it or sending again, exits 0, and undo brings every key back."""
+    plan = world.plan()
+    side = plain_client(world.bucket.endpoint)
+    victim = world.orphan_keys[0]
+    sends: list[int] = []
+
+    def someone_deletes_first(request: Any, **_kw: Any) -> None:
+        sends.append(1)
+        if len(sends) == 1:
+            side.delete_object(Bucket=world.name, Key=victim)
+
+    hooked("before-send.s3.DeleteObjects", someone_deletes_first)
+    result = cli("-c", world.config_path, "apply", plan, "--auto-approve")
+    assert result.code == 0, result.output
+    assert len(sends) == 1  # nothing sent again
+    receipt = world.receipt(plan)
+    assert sorted(d["key"] for d in receipt["deleted"]) == sorted(world.orphan_keys)
+    assert receipt["errors"] == []
+    hooked.clear()
+    undone = cli("-c", world.config_path, "undo", "--auto-approve")
+    assert undone.code == 0, undone.output
+    world.assert_orphans_restored()
