@@ -18,6 +18,7 @@ from typing import Any, Callable
 import pytest
 
 from apply_support import Hooks, build_world, hooked, request_error  # noqa: F401
+from conftest import S3_SERVER
 from ops_support import (
     current,
     delete_plainly,
@@ -324,7 +325,10 @@ def test_recover_key_deleted_twice_in_the_window_comes_back(incident: Incident, 
     looked = incident.recover(cli, "--prefix", "listings/")
     plan = read_json(saved(looked.out, "Recovery plan"))
     stacked = {r["key"]: r.get("stacked_delete_marker_version_ids") for r in plan["restores"]}
-    assert all(stacked[k] and len(stacked[k]) == 1 for k in again)
+    if S3_SERVER == "ceph":  # Ceph writes no second marker when the latest is already one
+        assert all(stacked[k] is None for k in again)
+    else:
+        assert all(stacked[k] and len(stacked[k]) == 1 for k in again)
     assert all(stacked[k] is None for k in INCIDENT["listings/"][2:])
 
     result = incident.recover(cli, "--prefix", "listings/", "--auto-approve")
@@ -352,7 +356,8 @@ def test_recover_leaves_a_key_already_deleted_before_the_window(bucket: Any, tmp
     incident.assert_restored(INCIDENT["prompts/"])
     plan = read_json(saved(result.out, "Recovery plan"))
     assert [r["key"] for r in plan["restores"]] == INCIDENT["prompts/"]
-    assert plan["stats"]["nothing_beneath"] == 1
+    # Ceph writes no second marker on EARLIER (its latest is already one): nothing in the window.
+    assert plan["stats"]["nothing_beneath"] == (0 if S3_SERVER == "ceph" else 1)
 
 
 def test_recover_request_failing_exits_1_receipt_partial_and_rerun_finishes(
