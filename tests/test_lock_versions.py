@@ -216,3 +216,41 @@ def test_recover_leaves_no_lock_trace(world: World, cli: Any) -> None:
     result = cli("-c", world.config_path, "recover", "--since", since, "--auto-approve")
     assert result.code == 0, result.output
     assert everything(world) == before
+
+
+# --------------------------------------------------------------------------- which versions are live (pure)
+
+
+def _entry(version_id: str, second: int, *, marker: bool = False, latest: bool = False) -> Any:
+    from datetime import datetime, timezone
+
+    from bmxgc.model import VersionEntry
+
+    return VersionEntry(
+        key=LOCK_KEY,
+        version_id=version_id,
+        is_latest=latest,
+        is_delete_marker=marker,
+        last_modified=datetime(2026, 1, 1, 0, 0, second, tzinfo=timezone.utc),
+    )
+
+
+def test_live_versions_are_oldest_first_in_the_servers_order_not_by_time() -> None:
+    from bmxgc.lock import live_versions
+
+    # All in the same second (whole-second LastModified): the listing's order decides.
+    listed = [_entry("c", 5, latest=True), _entry("b", 5), _entry("a", 5)]
+    assert [v.version_id for v in live_versions(listed)] == ["a", "b", "c"]
+
+
+def test_versions_under_a_delete_marker_are_dead_and_a_tie_counts_as_under() -> None:
+    from bmxgc.lock import live_versions
+
+    # What bmxgc before this design left: a version and a marker on top.
+    assert live_versions([_entry("old", 1), _entry("m", 2, marker=True, latest=True)]) == []
+    # A new contender after it; the old version, in the marker's second, is dead.
+    listed = [_entry("new", 3, latest=True), _entry("old", 2), _entry("m", 2, marker=True)]
+    assert [v.version_id for v in live_versions(listed)] == ["new"]
+    # A version in the very second of the marker is dead even when it is the latest:
+    # every contender must see the same versions live.
+    assert live_versions([_entry("same", 2, latest=True), _entry("m", 2, marker=True)]) == []
