@@ -200,8 +200,10 @@ EOF
     echo $! >"$dir/2-osd.pid"
     for ((i = 0; i < 300; i++)); do
         timeout 5 ceph osd stat 2>/dev/null | grep -q '1 up' && break
+        kill -0 "$(cat "$dir/2-osd.pid")" 2>/dev/null || { log "ceph-osd died; see $dir/log/osd.out"; exit 1; }
         sleep 0.2
     done
+    ((i < 300)) || { log "ceph-osd not up in 60s; see $dir/log/osd.out"; exit 1; }
     mkdir -p "$dir/rgw"
     radosgw -f -n client.rgw.a >"$dir/log/rgw.out" 2>&1 </dev/null &
     echo $! >"$dir/3-rgw.pid"
@@ -228,7 +230,7 @@ start)
         stop_pids
     fi
     mkdir -p "$dir"
-    trap 'rc=$?; if ((rc != 0)); then log "start failed; stopping what started"; tail -n 15 "$dir"/log/*.out "$dir"/*.log 2>/dev/null >&2; stop_pids; fi' EXIT
+    trap 'rc=$?; if ((rc != 0)); then log "start failed; stopping what started (logs kept in $STATE/$name.failed)"; rm -rf "$STATE/$name.failed"; mkdir -p "$STATE/$name.failed"; cp -r "$dir"/log "$dir"/*.log "$STATE/$name.failed/" 2>/dev/null; tail -n 15 "$dir"/log/*.out "$dir"/*.log 2>/dev/null >&2; stop_pids; fi' EXIT
     "${name}_start"
     ;;
 esac

@@ -37,7 +37,8 @@ S3_TESTS=(
 
 if [[ "$server" != moto ]]; then
     started=$(date +%s.%N)
-    bash scripts/s3-server.sh "$server" start >/dev/null
+    # One more try if the server does not come up (a start that fails stops what it started).
+    bash scripts/s3-server.sh "$server" start >/dev/null || bash scripts/s3-server.sh "$server" start >/dev/null
     trap 'bash scripts/s3-server.sh "$server" stop' EXIT
     echo "test-s3: $server started in $(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)")s (install included)" >&2
 fi
