@@ -12,13 +12,13 @@ import re
 import shlex
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from bmxgc import __version__, interrupts
 from bmxgc.config import Config, load_config, redact_urls
-from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_REFUSED, BmxgcError, PartialFailure
+from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_REFUSED, BmxgcError, LockNotReleased, PartialFailure
 from bmxgc.results import RecoverResult
 
 OutputFormat = click.Choice(["text", "markdown", "json"])
@@ -111,6 +111,7 @@ class _DeleteBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 def _end_progress() -> None:
@@ -301,6 +302,10 @@ def apply_command(
             type_count=_ask_count(),
             progress=bar,
         )
+    except LockNotReleased as exc:  # the apply's summary first, then the error
+        bar.close()
+        click.echo(apply_text(cast(Any, exc.result)))
+        raise
     finally:
         bar.close()
     _echo(apply_text(result))
@@ -316,7 +321,11 @@ def undo_command(obj: _Context, receipt_path: str | None, auto_approve: bool) ->
     from bmxgc.commands.undo import undo
     from bmxgc.render import undo_text
 
-    result = undo(obj.config(), receipt_path, auto_approve=auto_approve, confirm=_ask_yes())
+    try:
+        result = undo(obj.config(), receipt_path, auto_approve=auto_approve, confirm=_ask_yes())
+    except LockNotReleased as exc:  # the undo's summary first, then the error
+        _echo(undo_text(cast(Any, exc.result)))
+        raise
     _echo(undo_text(result))
 
 
@@ -372,6 +381,9 @@ def recover_command(
             whole_bucket=whole_bucket,
             auto_approve=auto_approve,
         )
+    except LockNotReleased as exc:  # what recover did or would do first, then the error
+        _echo(recover_text(cast(Any, exc.result)))
+        raise
     except PartialFailure as failure:
         # What was restored and what was not, then the error line (exit 1).
         if isinstance(failure.result, RecoverResult):

@@ -34,6 +34,15 @@ class ServiceError(BmxgcError):
     """S3 or the database could not be reached or answered with an error. Exit 1."""
 
 
+class LockNotReleased(ServiceError):
+    """The command finished, but its lock could not be released. Exit 1;
+    ``result`` is what the command did (shown before the error)."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class ReferenceQueryError(BmxgcError):
     """A ``[[references]]`` query failed or returned something unusable. Exit 1."""
 

@@ -1,9 +1,20 @@
 """One apply, undo or recover at a time per bucket and prefix, across machines.
 
-The lock is an object outside the scanned prefix, created with a conditional
-put (``If-None-Match: *``), so two machines cannot both take it, and removed
-with ``If-Match`` on its own ETag, so nobody removes a lock they do not hold.
-A lock left by a dead process stays until someone runs ``bmxgc unlock``.
+The lock needs nothing from the server but a versioned bucket's versions: no
+conditional request is trusted (Ceph RGW ignores ``If-None-Match`` in a
+versioned bucket, LocalStack refuses ``If-Match`` on DELETE). Each contender
+PUTs its own version of the lock key, then lists the key's versions: the
+oldest live version holds the lock. A loser removes its own version by
+version id and is refused; the holder releases by removing exactly its own
+version by id. Nothing is left behind: no delete marker, no version.
+``If-None-Match: *`` stays as a first line: where the server honours it, a
+contender that finds the lock taken is refused without writing anything.
+
+A version is live unless a delete marker on the key is at least as new as it
+(a delete marker is how bmxgc before this design released its locks; bmxgc
+never writes one now). Why this is safe (a tie, a crash between the PUT and
+the listing, a slow clock) is argued in docs/locks.md. A lock left by a dead
+process stays until someone runs ``bmxgc unlock``.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -21,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bmxgc import s3
 from bmxgc.durations import format_duration
-from bmxgc.errors import BmxgcError, GateRefused, ServiceError
-from bmxgc.model import parse_rfc3339, rfc3339, utc_now, who
+from bmxgc.errors import BmxgcError, GateRefused, LockNotReleased, ServiceError
+from bmxgc.model import VersionEntry, parse_rfc3339, rfc3339, utc_now, who
 from bmxgc.naming import LOCK_FOLDER
 from bmxgc.validation import describe_validation_error
 
@@ -59,6 +70,9 @@ class LockInfo:
     etag: str
     holder: dict[str, str]
     problem: str | None = None
+    version_id: str = ""
+    # Set by ``held`` when the release after the command failed: check_released raises it.
+    release_failed: list[str] = field(default_factory=list, compare=False, repr=False)
 
     def age(self, now: datetime) -> str:
         try:
@@ -156,28 +170,75 @@ def _held_by(client: s3.S3Client, bucket: str, prefix: str) -> GateRefused:
     )
 
 
+def live_versions(entries: list[VersionEntry]) -> list[VersionEntry]:
+    """The versions of one lock key that hold or wait, oldest first.
+
+    ``entries`` is the key's listing (versions newest first, as S3 lists
+    them). A version is dead if a delete marker is the latest entry, or is as
+    new as it or newer: LastModified has whole seconds on some servers, so a
+    version in the same second as the newest marker counts as below it.
+    """
+    versions = [e for e in entries if not e.is_delete_marker]
+    markers = [e for e in entries if e.is_delete_marker]
+    if markers:
+        if any(m.is_latest for m in markers):
+            return []
+        cut = max(m.last_modified for m in markers)
+        versions = [v for v in versions if v.last_modified > cut]
+    return list(reversed(versions))
+
+
+def _live_locks(client: s3.S3Client, bucket: str) -> dict[str, list[VersionEntry]]:
+    """Every lock key in ``bucket`` with a live version: key -> live versions, oldest first."""
+    by_key: dict[str, list[VersionEntry]] = {}
+    for entry in s3.list_versions(client, bucket, LOCKS):
+        by_key.setdefault(entry.key, []).append(entry)
+    found: dict[str, list[VersionEntry]] = {}
+    for key, entries in by_key.items():
+        ordered = [e for e in entries if not e.is_delete_marker] + [e for e in entries if e.is_delete_marker]
+        live = live_versions(ordered)
+        if live and key.endswith(".json"):
+            found[key] = live
+    return found
+
+
+def _prefix_of(key: str) -> str:
+    return unquote(key[len(LOCKS) : -len(".json")])
+
+
 def lock_prefixes(client: s3.S3Client, bucket: str) -> list[str]:
-    """The prefixes that hold a lock in ``bucket`` now (ListObjectsV2 on the lock folder)."""
-    return [
-        unquote(key[len(LOCKS) : -len(".json")])
-        for key in s3.list_keys(client, bucket, LOCKS)
-        if key.endswith(".json")
-    ]
+    """The prefixes whose lock has a live version in ``bucket`` now (one listing of the lock folder)."""
+    return sorted(_prefix_of(key) for key in _live_locks(client, bucket))
 
 
 def read_lock(client: s3.S3Client, bucket: str, prefix: str) -> LockInfo | None:
-    """The lock on ``prefix``, or None. A body that does not name a holder is
-    an unreadable lock (``problem`` says why), never an error."""
+    """The holder of the lock on ``prefix`` (its oldest live version), or None.
+    A body that does not name a holder is an unreadable lock (``problem`` says
+    why), never an error."""
     key = lock_key(prefix)
-    found = s3.get_object_bytes(client, bucket, key)
-    if found is None:
-        return None
-    body, etag = found
+    for _ in range(3):  # the holder may release between the listing and the read
+        live = live_versions(s3.key_versions(client, bucket, key))
+        if not live:
+            return None
+        body = s3.get_version_bytes(client, bucket, key, live[0].version_id)
+        if body is not None:
+            return _info(key, live[0], body)
+    return None
+
+
+def _info(key: str, version: VersionEntry, body: bytes) -> LockInfo:
     try:
         holder = _Holder.model_validate_json(body)
     except ValidationError as exc:
-        return LockInfo(key=key, etag=etag, holder={}, problem=_unreadable(body, exc))
-    return LockInfo(key=key, etag=etag, holder={k: str(v) for k, v in holder.model_dump().items()})
+        return LockInfo(
+            key=key, etag=version.etag, holder={}, problem=_unreadable(body, exc), version_id=version.version_id
+        )
+    return LockInfo(
+        key=key,
+        etag=version.etag,
+        holder={k: str(v) for k, v in holder.model_dump().items()},
+        version_id=version.version_id,
+    )
 
 
 def _unreadable(body: bytes, exc: ValidationError) -> str:
@@ -199,11 +260,21 @@ def _unreadable(body: bytes, exc: ValidationError) -> str:
     return f"its body's {describe_validation_error(exc)}"
 
 
+def _release(client: s3.S3Client, bucket: str, key: str, version_id: str) -> None:
+    """Remove exactly our own version of the lock key (no delete marker)."""
+    s3.delete_version(client, bucket, key, version_id)
+
+
 @contextmanager
 def held(
     client: s3.S3Client, bucket: str, prefix: str, *, command: str, plan_hash: str
 ) -> Iterator[LockInfo]:
-    """Take the lock for ``bucket``/``prefix`` or refuse (gate 'lock')."""
+    """Take the lock for ``bucket``/``prefix`` or refuse (gate 'lock').
+
+    PUT our own version, list the lock folder's versions, hold if ours is
+    the oldest live version of our key and no overlapping prefix's lock has
+    a live version; else remove ours by version id and refuse.
+    """
     key = lock_key(prefix)
     holder = {
         **who(),
@@ -213,46 +284,75 @@ def held(
         "prefix": prefix,
         "acquired_at": rfc3339(utc_now()),
     }
-    etag = s3.put_if_absent(client, bucket, key, json.dumps(holder, indent=1).encode("utf-8"))
-    if etag is None:
+    written = s3.put_version(
+        client, bucket, key, json.dumps(holder, indent=1).encode("utf-8"), if_none_match=True
+    )
+    if written is None:  # the server honoured If-None-Match: someone's version is there
         raise _held_by(client, bucket, prefix)
-    # A lock on an overlapping prefix (books/ inside a whole-bucket recover)
-    # guards the same objects. Both sides look after taking their own lock,
-    # so of two overlapping runs at least one sees the other and steps back.
+    version_id, etag = written
     try:
-        overlapping = next((p for p in lock_prefixes(client, bucket) if p != prefix and _overlap(p, prefix)), None)
+        locks = _live_locks(client, bucket)
+        own = locks.get(key, [])
+        # A lock on an overlapping prefix (books/ inside a whole-bucket recover)
+        # guards the same objects. Both sides look after writing their own
+        # version, so of two overlapping runs at least one sees the other.
+        overlapping = next(
+            (_prefix_of(k) for k in sorted(locks) if k != key and _overlap(_prefix_of(k), prefix)), None
+        )
     except BaseException:
-        s3.delete_if_match(client, bucket, key, etag)
+        _release(client, bucket, key, version_id)
         raise
-    if overlapping is not None:
-        s3.delete_if_match(client, bucket, key, etag)
-        raise _held_by(client, bucket, overlapping)
-    info = LockInfo(key=key, etag=etag, holder=holder)
+    if not own or own[0].version_id != version_id or overlapping is not None:
+        _release(client, bucket, key, version_id)
+        if own and own[0].version_id != version_id:
+            raise _held_by(client, bucket, prefix)
+        if overlapping is not None:
+            raise _held_by(client, bucket, overlapping)
+        raise GateRefused(
+            "lock",
+            f"s3://{bucket}/{key}: the lock version this {command} wrote is not live (a delete marker "
+            "was written on the lock key at the same time); try again",
+        )
+    info = LockInfo(key=key, etag=etag, holder=holder, version_id=version_id)
     try:
         yield info
     except BaseException as exc:
         try:
-            s3.delete_if_match(client, bucket, key, etag)
+            _release(client, bucket, key, version_id)
         except ServiceError as release_error:
             # Keep what went wrong first (a refusal, what a partial apply
             # deleted): a failed release must not hide it.
             if isinstance(exc, BmxgcError) and exc.args:
                 exc.args = (
                     f"{exc.args[0]}. The lock s3://{bucket}/{key} could not be released either "
-                    f"({release_error}); run 'bmxgc unlock' once S3 answers again",
+                    f"({release_error}); run '{unlock_command_for(prefix)}' once S3 answers again",
                     *exc.args[1:],
                 )
         raise
     try:
-        s3.delete_if_match(client, bucket, key, etag)
+        _release(client, bucket, key, version_id)
     except ServiceError as release_error:
-        raise ServiceError(
+        # Not raised here: the command has a result to show and keep. It
+        # calls check_released(info, result) after the with block.
+        info.release_failed.append(
             f"the {command} itself finished (its receipt or record says what it did), but the lock "
             f"s3://{bucket}/{key} could not be released ({release_error}); run "
             f"'{unlock_command_for(prefix)}' once S3 answers again"
-        ) from None
+        )
+
+
+def check_released(info: LockInfo, result: object) -> None:
+    """After ``with held(...) as info``: raise LockNotReleased carrying the
+    command's ``result`` if the release failed (exit 1, result still shown)."""
+    if info.release_failed:
+        raise LockNotReleased(info.release_failed[0], result)
 
 
 def break_lock(client: s3.S3Client, bucket: str, prefix: str, lock: LockInfo) -> bool:
-    """Remove exactly the lock that was shown to the operator (If-Match its ETag)."""
-    return s3.delete_if_match(client, bucket, lock.key, lock.etag)
+    """Remove exactly the lock version that was shown to the operator (by its
+    version id); False if it is no longer the holder (released, or broken)."""
+    live = live_versions(s3.key_versions(client, bucket, lock.key))
+    if not live or live[0].version_id != lock.version_id:
+        return False
+    s3.delete_version(client, bucket, lock.key, lock.version_id)
+    return True

@@ -487,3 +487,76 @@ def split_url(url: str) -> tuple[str, str]:
     if not bucket:
         raise ValueError(f"{url!r} names no bucket; write s3://bucket/prefix/")
     return bucket, key
+
+
+# --------------------------------------------------------------------------- versions of one key
+# The lock and the S3 store work on the versions of one key, by version id,
+# so that they need no conditional request that a server might ignore.
+
+# Answers by which a server says a version is not there (LocalStack says
+# InvalidArgument for a version id it no longer has).
+_VERSION_GONE = frozenset({"NoSuchVersion", "NoSuchKey", "404", "InvalidArgument"})
+
+
+def put_version(
+    client: S3Client, bucket: str, key: str, body: bytes, *, if_none_match: bool = False
+) -> tuple[str, str] | None:
+    """Write a new version of ``key``: its ``(version id, ETag)``, the id
+    ``"null"`` in a bucket without versioning. With ``if_none_match`` the PUT
+    carries ``If-None-Match: *`` and None means the server refused it (412);
+    a server that ignores the header writes the version anyway."""
+    try:
+        if if_none_match:
+            answer = client.put_object(
+                Bucket=bucket, Key=key, Body=body, ContentType="application/json", IfNoneMatch="*"
+            )
+        else:
+            answer = client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if if_none_match and code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+            return None
+        raise describe_error(exc, f"writing s3://{bucket}/{key}") from None
+    except BotoCoreError as exc:
+        raise describe_error(exc, f"writing s3://{bucket}/{key}") from None
+    return str(answer.get("VersionId") or "null"), str(answer.get("ETag", "")).strip('"')
+
+
+def key_versions(client: S3Client, bucket: str, key: str) -> list[VersionEntry]:
+    """Every version and delete marker of exactly ``key`` (not of longer keys
+    it is a prefix of); versions newest first, as S3 lists them, then markers."""
+    entries = [e for e in list_versions(client, bucket, key) if e.key == key]
+    return [e for e in entries if not e.is_delete_marker] + [e for e in entries if e.is_delete_marker]
+
+
+def get_version_bytes(client: S3Client, bucket: str, key: str, version_id: str) -> bytes | None:
+    """The bytes of one version of ``key``, or None if that version is gone."""
+    try:
+        answer = client.get_object(Bucket=bucket, Key=key, VersionId=version_id)
+        return bytes(answer["Body"].read())
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in _VERSION_GONE:
+            return None
+        raise describe_error(exc, f"reading s3://{bucket}/{key} version {version_id}") from None
+    except BotoCoreError as exc:
+        raise describe_error(exc, f"reading s3://{bucket}/{key} version {version_id}") from None
+
+
+def delete_version(client: S3Client, bucket: str, key: str, version_id: str) -> bool:
+    """Remove exactly one version of ``key`` by its id: no delete marker, no
+    other version touched. False if it was not there (already removed).
+
+    Some servers answer an error for a version that is already gone (LocalStack:
+    NoSuchVersion, or InvalidArgument for an object version); the listing of
+    the key then decides, so a real refusal is never taken for success.
+    """
+    try:
+        client.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in _VERSION_GONE:
+            if all(e.version_id != version_id for e in key_versions(client, bucket, key)):
+                return False
+        raise describe_error(exc, f"removing version {version_id} of s3://{bucket}/{key}") from None
+    except BotoCoreError as exc:
+        raise describe_error(exc, f"removing version {version_id} of s3://{bucket}/{key}") from None
+    return True

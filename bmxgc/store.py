@@ -15,7 +15,8 @@ from pathlib import Path, PurePosixPath
 
 from bmxgc import s3
 from bmxgc.config import Config
-from bmxgc.errors import AlreadyExists, ConfigError, InputNotFound, PlanFileError
+from bmxgc.errors import AlreadyExists, ConfigError, InputNotFound, PlanFileError, ServiceError
+from bmxgc.model import VersionEntry
 
 
 class Store(ABC):
@@ -163,9 +164,35 @@ class S3Store(Store):
         return f"s3://{self.bucket}/{self.prefix}{name}"
 
     def create(self, name: str, text: str, *, read_only: bool = False) -> str:
-        if s3.put_if_absent(self.client, self.bucket, self.prefix + name, text.encode("utf-8")) is None:
+        """A conditional PUT (``If-None-Match: *``), then a look at the key's
+        versions: a server that ignores the condition (Ceph RGW in a versioned
+        bucket) has written over a current version. Our version is then removed
+        by its id, which makes the earlier file current again, and create fails."""
+        key = self.prefix + name
+        if s3.get_object_head(self.client, self.bucket, key, 1) is not None:
+            raise _exists_error(self.location(name))  # the common case, without writing anything
+        written = s3.put_version(self.client, self.bucket, key, text.encode("utf-8"), if_none_match=True)
+        if written is None:
             raise _exists_error(self.location(name))
-        return self.location(name)
+        ours = written[0]
+        if ours == "null":  # no versioning: the condition is all there is (honoured without versioning)
+            return self.location(name)
+        history = s3.key_versions(self.client, self.bucket, key)
+        if not _replaced_a_current_version(history, ours):
+            return self.location(name)
+        try:
+            s3.delete_version(self.client, self.bucket, key, ours)
+        except ServiceError as exc:
+            raise ServiceError(
+                f"{self.location(name)}: already existed, and the server wrote over it anyway (it ignores "
+                f"If-None-Match), and removing the new version {ours} failed ({exc}); the earlier file is "
+                f"still there as a noncurrent version: remove version {ours} of that key to make it current again"
+            ) from None
+        raise AlreadyExists(
+            f"{self.location(name)}: already exists; plans and receipts are never overwritten (the server "
+            "ignored If-None-Match, so bmxgc removed the version it had just written and the earlier file is "
+            "current again); choose another name"
+        )
 
     def replace(self, name: str, text: str) -> str:
         s3.put_text(self.client, self.bucket, self.prefix + name, text)
@@ -184,6 +211,21 @@ class S3Store(Store):
             for key in s3.list_keys(self.client, self.bucket, self.prefix)
             if "/" not in key[len(self.prefix) :]
         )
+
+
+def _replaced_a_current_version(history: list[VersionEntry], ours: str) -> bool:
+    """Did our PUT go on top of a real version (not a delete marker)? ``history``
+    lists versions newest first, then delete markers. A version written by
+    another writer between our look and our PUT counts too: both fail, neither
+    file is lost. A version in the same second as the newest delete marker
+    (whole seconds on some servers) is taken as below it: the look before the
+    PUT found no current file."""
+    others = [v for v in history if not v.is_delete_marker and v.version_id != ours]
+    markers = [m for m in history if m.is_delete_marker]
+    if markers:
+        newest_marker = max(m.last_modified for m in markers)
+        others = [v for v in others if v.last_modified > newest_marker]
+    return bool(others)
 
 
 def create_once(store: Store, name: str, text: str, *, read_only: bool = False) -> str:

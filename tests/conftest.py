@@ -30,7 +30,18 @@ from urllib.parse import quote
 import boto3
 import pytest
 
-from servers import AWS_ENV, AWS_UNSET, Bucket, Database, PostgresServer, free_port, sqlite_file
+from servers import (
+    AWS_ENV,
+    AWS_UNSET,
+    S3_SERVER,
+    S3_SERVERS,
+    S3_SETTINGS,
+    Bucket,
+    Database,
+    PostgresServer,
+    free_port,
+    sqlite_file,
+)
 from support import CliResult
 
 # Fixtures shared by every test file, found by name (no imports in the tests).
@@ -39,6 +50,30 @@ pytest_plugins = ["apply_support"]
 REPO = Path(__file__).resolve().parent.parent
 
 # --------------------------------------------------------------------------- environment
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "moto_only: needs moto's internals or a moto-only behaviour")
+    if S3_SERVER not in S3_SERVERS:
+        raise pytest.UsageError(f"BMXGC_TEST_S3={S3_SERVER!r}: use one of {', '.join(S3_SERVERS)}")
+    if S3_SERVER != "moto" and "BMXGC_TEST_S3_ENDPOINT" not in S3_SETTINGS:
+        raise pytest.UsageError(
+            f"BMXGC_TEST_S3={S3_SERVER}, but no {S3_SERVER} server is running: "
+            f"run 'scripts/s3-server.sh {S3_SERVER} start' first"
+        )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"S3 server: {S3_SERVER} {S3_SETTINGS.get('BMXGC_TEST_S3_ENDPOINT', '(in-process)')}"
+
+
+def _skip_moto_only(items: list[pytest.Item]) -> None:
+    if S3_SERVER == "moto":
+        return
+    skip = pytest.mark.skip(reason=f"moto only (BMXGC_TEST_S3={S3_SERVER})")
+    for item in items:
+        if item.get_closest_marker("moto_only"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -64,7 +99,12 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def s3_endpoint(_aws_environment: None) -> Iterator[str]:
-    """moto's S3 server on a free loopback port, in this process, over real HTTP."""
+    """The S3 server chosen by BMXGC_TEST_S3: by default moto's S3 server on a
+    free loopback port, in this process, over real HTTP; else the LocalStack or
+    Ceph RGW that scripts/s3-server.sh started."""
+    if S3_SERVER != "moto":
+        yield S3_SETTINGS["BMXGC_TEST_S3_ENDPOINT"]
+        return
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -270,6 +310,7 @@ _SERVERS = frozenset({"s3_endpoint", "postgres", "db", "cli_process"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _skip_moto_only(items)
     for item in items:
         needs_server = bool(_SERVERS & set(getattr(item, "fixturenames", ())))
         if item.get_closest_marker("integration") is not None:

@@ -16,10 +16,33 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+# Which S3 server the suite runs on: moto (in this process, the default), or
+# LocalStack or Ceph RGW started by scripts/s3-server.sh, which writes their
+# endpoint and credentials to STATE/NAME/env (or give BMXGC_TEST_S3_ENDPOINT,
+# BMXGC_TEST_S3_ACCESS_KEY and BMXGC_TEST_S3_SECRET_KEY yourself).
+S3_SERVER = os.environ.get("BMXGC_TEST_S3", "moto") or "moto"
+S3_SERVERS = ("moto", "localstack", "ceph")
+
+
+def _server_settings(name: str) -> dict[str, str]:
+    if name == "moto":
+        return {}
+    found = dict(os.environ)
+    if "BMXGC_TEST_S3_ENDPOINT" not in found:
+        env_file = Path(os.environ.get("BMXGC_S3_STATE", "/tmp/bmxgc-s3")) / name / "env"
+        if env_file.is_file():
+            for line in env_file.read_text(encoding="utf-8").splitlines():
+                k, _, v = line.partition("=")
+                found[k.strip()] = v.strip()
+    return {k: v for k, v in found.items() if k.startswith("BMXGC_TEST_S3_")}
+
+
+S3_SETTINGS = _server_settings(S3_SERVER)
+
 # Dummy credentials: the AWS secret must never show up in a plan or output.
-AWS_SECRET = "aws-SECRET-" + secrets.token_hex(8)
+AWS_SECRET = S3_SETTINGS.get("BMXGC_TEST_S3_SECRET_KEY") or "aws-SECRET-" + secrets.token_hex(8)
 AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_ACCESS_KEY_ID": S3_SETTINGS.get("BMXGC_TEST_S3_ACCESS_KEY", "testing"),
     "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
@@ -40,6 +63,8 @@ def free_port() -> int:
 
 def _moto_bucket_backend(name: str) -> Any | None:
     """The in-process moto backend holding bucket ``name``, or None if unreachable."""
+    if S3_SERVER != "moto":
+        return None
     try:
         from moto.backends import get_backend
 

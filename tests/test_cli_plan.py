@@ -388,6 +388,7 @@ def test_plan_warns_when_bucket_not_versioned(cli: Cli, scene: Scene, make_bucke
     assert len(warnings) == 1 and "is not versioned" in warnings[0] and plain.name in warnings[0]
 
 
+@pytest.mark.moto_only  # NoncurrentDays 0: S3 and Ceph RGW refuse such a rule (InvalidArgument)
 def test_plan_warns_when_lifecycle_undo_window_under_a_day(cli: Cli, scene: Scene) -> None:
     table = _books(scene, live=2, dead=0)
     scene.bucket.client.put_bucket_lifecycle_configuration(

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import pytest
 
 from apply_support import Hooks, build_world, request_error
+from servers import S3_SERVER
 from ops_support import (
     current,
     delete_plainly,
@@ -260,6 +261,10 @@ def test_recover_over_a_thousand_keys_one_request_per_thousand(bucket: Any, tmp_
     client = s3.make_client(bucket.endpoint, "us-east-1")
     calls: collections.Counter[str] = collections.Counter()
     client.meta.events.register("before-call.s3", lambda model, **kw: calls.update([model.name]))
+    client.meta.events.register(  # the lock's own listings of .bmxgc/locks/ are not the scan's
+        "before-parameter-build.s3.ListObjectVersions",
+        lambda params, **kw: calls.update(["lock listing"] if params["Prefix"].startswith(".bmxgc/") else []),
+    )
 
     result = recover(
         config, since=datetime.now(timezone.utc) - timedelta(minutes=5), auto_approve=True, client=client
@@ -267,7 +272,7 @@ def test_recover_over_a_thousand_keys_one_request_per_thousand(bucket: Any, tmp_
 
     assert result.restored == len(keys) and result.errors == 0
     assert len(bucket.current_keys()) == len(keys)
-    assert calls["ListObjectVersions"] <= math.ceil(listed / 1000)
+    assert calls["ListObjectVersions"] - calls["lock listing"] <= math.ceil(listed / 1000)
     assert calls["DeleteObjects"] == math.ceil(len(keys) / 1000)
     assert calls["DeleteObjectVersion"] == 0 and calls["DeleteObject"] <= 1  # at most the lock's release
 
@@ -280,6 +285,10 @@ def test_recover_whole_bucket_never_resurrects_lock_objects(bucket: Any, sqlite_
     world = build_world(bucket, sqlite_db, tmp_path)
     world.apply(world.plan())
     world.undo()
+    # The lock leaves no trace now; bmxgc before it left a version and a
+    # delete marker per command: such a trace, in the window.
+    bucket.put(".bmxgc/locks/books%2F.json", b"{}")
+    bucket.delete(".bmxgc/locks/books%2F.json")
     locks = [r for r in versions(bucket.client, bucket.name, locks=True) if r[0].startswith(".bmxgc/")]
     assert any(marker and latest for _k, _v, marker, latest, _e, _s in locks)  # markers in the window
     bucket.delete("listings/1/cover.jpg")  # and one real deletion
@@ -316,7 +325,10 @@ def test_recover_key_deleted_twice_in_the_window_comes_back(incident: Incident, 
     looked = incident.recover(cli, "--prefix", "listings/")
     plan = read_json(saved(looked.out, "Recovery plan"))
     stacked = {r["key"]: r.get("stacked_delete_marker_version_ids") for r in plan["restores"]}
-    assert all(stacked[k] and len(stacked[k]) == 1 for k in again)
+    if S3_SERVER == "ceph":  # Ceph writes no second marker when the latest is already one
+        assert all(stacked[k] is None for k in again)
+    else:
+        assert all(stacked[k] and len(stacked[k]) == 1 for k in again)
     assert all(stacked[k] is None for k in INCIDENT["listings/"][2:])
 
     result = incident.recover(cli, "--prefix", "listings/", "--auto-approve")
@@ -344,7 +356,8 @@ def test_recover_leaves_a_key_already_deleted_before_the_window(bucket: Any, tmp
     incident.assert_restored(INCIDENT["prompts/"])
     plan = read_json(saved(result.out, "Recovery plan"))
     assert [r["key"] for r in plan["restores"]] == INCIDENT["prompts/"]
-    assert plan["stats"]["nothing_beneath"] == 1
+    # Ceph writes no second marker on EARLIER (its latest is already one): nothing in the window.
+    assert plan["stats"]["nothing_beneath"] == (0 if S3_SERVER == "ceph" else 1)
 
 
 def test_recover_request_failing_exits_1_receipt_partial_and_rerun_finishes(
@@ -361,6 +374,7 @@ def test_recover_request_failing_exits_1_receipt_partial_and_rerun_finishes(
     incident.assert_still_deleted(restorable(ALL))
 
     hooked.clear()
+    next_second()  # the same second's recovery plan is the one that failed
     again = incident.recover(cli, "--whole-bucket", "--auto-approve")
     assert again.code == 0, again.output
     incident.assert_restored(restorable(ALL))

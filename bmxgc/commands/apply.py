@@ -88,7 +88,7 @@ def apply(
     sources = _sources(plan, config)
     min_age = gates.min_age_in_force(plan, config)
     check_connection(database_url, config.database)  # an unreachable database fails before the lock
-    with lock.held(client, plan.bucket, plan.prefix, command="apply", plan_hash=plan.plan_hash):  # gate 6
+    with lock.held(client, plan.bucket, plan.prefix, command="apply", plan_hash=plan.plan_hash) as held:  # gate 6
         gates.check_versioning(s3.versioning_status(client, plan.bucket), plan.bucket)  # gate 7
         # Gates 4 (age, near misses) and 5 again, from live state, then gate 8.
         jump = None if allow_jump else baseline
@@ -144,6 +144,7 @@ def apply(
                 ApplyResult(plan=plan, receipt=journal.receipt, receipt_path=journal.location),
             ) from None
     result = ApplyResult(plan=plan, receipt=journal.receipt, receipt_path=journal.location)
+    lock.check_released(held, result)
     if journal.receipt.errors:
         raise PartialFailure(
             f"{len(journal.receipt.errors):,} of {len(plan.orphans):,} objects could not be deleted "

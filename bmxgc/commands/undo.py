@@ -68,7 +68,7 @@ def undo(
         )
     record_name = undo_record_name(name)
     about = describe_receipt(path, receipt)
-    with lock.held(client, receipt.bucket, receipt.prefix, command="undo", plan_hash=receipt.plan_hash):
+    with lock.held(client, receipt.bucket, receipt.prefix, command="undo", plan_hash=receipt.plan_hash) as held:
         # Under the lock: no other undo of this receipt writes the record meanwhile.
         runs = _earlier_runs(store, record_name)
         window = apply_window(receipt, utc_now(), _first_run_at(runs))
@@ -98,6 +98,7 @@ def undo(
             path, store.location(record_name), restored, decided.skips, decided.already_restored, errors, not_restored
         )
         result = replace(result, record_error=record.finish(result), receipt_summary=about)
+    lock.check_released(held, result)
     _raise_unless_done(result)
     return result
 
