@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 
 from apply_support import World
-from support import LOCK_FOLDER
+from support import LOCKS
 from bmxgc.model import rfc3339, utc_now
 from ops_support import versions
 
-LOCK_KEY = LOCK_FOLDER + "books%2F.json"
+LOCK_KEY = LOCKS + "books%2F.json"
 
 # The bmxgc CLI with two client-side hooks on the lock's PutObject: take off
 # If-None-Match (STRIP=1), and wait after the PUT until COUNT processes have
@@ -156,7 +156,7 @@ def test_two_applies_started_together_as_processes_exactly_one_runs(
     # Each orphan got exactly one delete marker, and no lock version is left.
     after = everything(world)
     assert_only_intended_markers(world, before, after)
-    assert not any(row[0].startswith(LOCK_FOLDER) for row in after)
+    assert not any(row[0].startswith(LOCKS) for row in after)
 
 
 @CONDITIONAL
