@@ -82,9 +82,14 @@ class LockInfo:
 
     def running_here(self) -> bool:
         """True if the holder's process is on this host and alive: breaking the
-        lock would take its guard away while it works."""
+        lock would take its guard away while it works. A host name is not
+        enough: a container may share it, with pids of its own (its bmxgc is
+        pid 1 there); a lock says which boot and pid namespace its pid is of."""
         if self.problem is not None or self.holder.get("host") != who()["host"]:
             return False
+        ours = _process_namespace()
+        if any(self.holder.get(name, value) != value for name, value in ours.items()):
+            return False  # another machine's boot, or another pid namespace
         pid = self.holder.get("pid", "")
         return pid.isdigit() and _pid_alive(int(pid), self.holder.get("acquired_at", ""))
 
@@ -102,6 +107,18 @@ class LockInfo:
         )
 
 
+def _process_namespace() -> dict[str, str]:
+    """This process's boot and pid namespace, where Linux says (empty elsewhere):
+    a pid means this process only within both."""
+    found: dict[str, str] = {}
+    try:
+        found["boot_id"] = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        found["pid_namespace"] = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pass
+    return found
+
+
 def _pid_alive(pid: int, acquired_at: str = "") -> bool:
     """Is ``pid`` a live process on this host that could be the lock's holder?
 
@@ -110,7 +127,7 @@ def _pid_alive(pid: int, acquired_at: str = "") -> bool:
     """
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process; a pid no process can have
         return False
     except PermissionError:
         pass
@@ -278,6 +295,7 @@ def held(
     key = lock_key(prefix)
     holder = {
         **who(),
+        **_process_namespace(),
         "command": command,
         "plan_hash": plan_hash,
         "bucket": bucket,

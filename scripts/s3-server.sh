@@ -225,8 +225,11 @@ env)
     sed 's/^/export /' "$dir/env"
     ;;
 start)
-    if [[ -f "$dir/env" ]]; then
-        log "$name already started ($dir/env); stopping it first"
+    if [[ -d "$dir" ]]; then
+        # A server started before (or a start that was killed half-way): stop
+        # what its pid files name and start from an empty folder, so no old
+        # cluster's data (another fsid) is ever picked up.
+        log "$name: $dir exists; stopping what it started first"
         stop_pids
     fi
     mkdir -p "$dir"

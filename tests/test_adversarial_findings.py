@@ -199,14 +199,7 @@ def _put_lock(w: World, holder: dict[str, str]) -> str:
         # Valid RFC 3339, but before year 1 once converted to UTC.
         {"user": "u", "host": "elsewhere", "pid": "1", "command": "apply", "acquired_at": "0001-01-01T00:00:00+01:00"},
         # A pid of this host too large for os.kill.
-        pytest.param(
-            {"user": "u", "host": socket.gethostname(), "pid": "9" * 30, "command": "apply", "acquired_at": "2026-11-30T00:00:00Z"},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="crash: a lock body with a pid out of range makes apply and unlock fail with "
-                "'unexpected OverflowError ... report it'; unlock cannot break that lock at all",
-            ),
-        ),
+        {"user": "u", "host": socket.gethostname(), "pid": "9" * 30, "command": "apply", "acquired_at": "2026-11-30T00:00:00Z"},
     ],
     ids=["time-before-year-1", "pid-too-large"],
 )
@@ -291,11 +284,6 @@ def test_apply_that_cannot_write_its_receipt_midway_says_what_it_deleted(
     assert undone.code == 0, undone.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="false refusal (low): a lock left by bmxgc in a container sharing this host's name (docker "
-    "--network host) is taken for a live holder, since its pid (1 in its own pid namespace) is alive here",
-)
 def test_unlock_does_not_take_another_pid_namespace_for_a_live_holder(world: World, cli: Any) -> None:
     """bmxgc ran as pid 1 of a container with the host's hostname and was
     killed; its lock says host=<this host>, pid=1. The pid 1 here is init,
@@ -306,7 +294,15 @@ def test_unlock_does_not_take_another_pid_namespace_for_a_live_holder(world: Wor
 
     key = _put_lock(
         world,
-        {"user": "root", "host": socket.gethostname(), "pid": "1", "command": "apply", "acquired_at": rfc3339(utc_now())},
+        {
+            "user": "root",
+            "host": socket.gethostname(),
+            "pid": "1",
+            "command": "apply",
+            "acquired_at": rfc3339(utc_now()),
+            # As bmxgc writes it: the pid namespace of a container (not ours).
+            "pid_namespace": "pid:[4026532999]",
+        },
     )
     unlocked = cli("-c", world.config_path, "unlock", "--auto-approve")
     assert unlocked.code == 0, unlocked.output
