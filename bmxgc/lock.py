@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,12 +73,24 @@ class LockInfo:
     version_id: str = ""
     # Set by ``held`` when the release after the command failed: check_released raises it.
     release_failed: list[str] = field(default_factory=list, compare=False, repr=False)
+    # Set by ``held`` when it took over a dead holder's lock (``take_over``): who that was.
+    took_over: str | None = None
 
     def age(self, now: datetime) -> str:
         try:
             return format_duration(now - parse_rfc3339(self.holder.get("acquired_at", "")))
         except ValueError:
             return "unknown"
+
+    def dead_here(self) -> bool:
+        """True if the holder ran on this host (this boot, this pid namespace,
+        where the lock records them) and its process is gone: it crashed."""
+        if self.problem is not None or self.holder.get("host") != who()["host"]:
+            return False
+        ours = _process_namespace()
+        if any(self.holder.get(name) != value for name, value in ours.items()):
+            return False  # no way to tell from here whether it still runs
+        return self.holder.get("pid", "").isdigit() and not self.running_here()
 
     def running_here(self) -> bool:
         """True if the holder's process is on this host and alive: breaking the
@@ -284,15 +296,30 @@ def _release(client: s3.S3Client, bucket: str, key: str, version_id: str) -> Non
 
 @contextmanager
 def held(
-    client: s3.S3Client, bucket: str, prefix: str, *, command: str, plan_hash: str
+    client: s3.S3Client,
+    bucket: str,
+    prefix: str,
+    *,
+    command: str,
+    plan_hash: str,
+    take_over: Callable[[LockInfo], bool] | None = None,
 ) -> Iterator[LockInfo]:
     """Take the lock for ``bucket``/``prefix`` or refuse (gate 'lock').
 
     PUT our own version, list the lock folder's versions, hold if ours is
     the oldest live version of our key and no overlapping prefix's lock has
     a live version; else remove ours by version id and refuse.
+
+    ``take_over(holder)``: first break the current holder's lock if this says
+    so (undo of a crashed apply takes over that apply's dead lock); the
+    yielded LockInfo's ``took_over`` then describes it.
     """
     key = lock_key(prefix)
+    took_over = None
+    if take_over is not None:
+        current = read_lock(client, bucket, prefix)
+        if current is not None and take_over(current) and break_lock(client, bucket, prefix, current):
+            took_over = current.describe(utc_now())
     holder = {
         **who(),
         **_process_namespace(),
@@ -331,7 +358,7 @@ def held(
             f"s3://{bucket}/{key}: the lock version this {command} wrote is not live (a delete marker "
             "was written on the lock key at the same time); try again",
         )
-    info = LockInfo(key=key, etag=etag, holder=holder, version_id=version_id)
+    info = LockInfo(key=key, etag=etag, holder=holder, version_id=version_id, took_over=took_over)
     try:
         yield info
     except BaseException as exc:

@@ -366,6 +366,8 @@ class UndoRun(_Record):
     already_restored: Count | None = None
     not_restored: list[UndoNotRestored] | None = None
     errors: list[KeyFailure] | None = None
+    # The dead lock of the crashed apply this run took over, when it did.
+    took_over_lock: str | None = None
 
 
 class UndoRecord(_Record):

@@ -69,3 +69,42 @@ def test_apply_interrupted_records_the_batch_in_flight_and_says_how_to_undo(
     undone = cli("-c", world.config_path, "undo", receipt_path, "--auto-approve")  # type: ignore[operator]
     assert undone.code == 0, undone.output
     world.assert_orphans_restored()
+
+
+def test_undo_after_a_killed_apply_takes_over_its_dead_lock_and_restores_everything(
+    big_world: World, cli: object
+) -> None:
+    # SIGKILL: no handler runs, the lock stays. The undo of that very apply, on
+    # the same host, takes the dead lock over (and says so): one command.
+    world = big_world
+    plan = world.plan()
+    returncode, output = _apply_interrupted(world, plan, signal.SIGKILL)
+    assert returncode == -signal.SIGKILL, output
+    assert world.lock_keys() != []  # the dead apply's lock is still there
+    receipt_path = world.receipt_path(plan)
+
+    undone = cli("-c", world.config_path, "undo", "--auto-approve")  # type: ignore[operator]
+
+    assert undone.code == 0, undone.output
+    assert "took over the lock of the crashed apply" in undone.err, undone.output
+    world.assert_orphans_restored()
+    assert world.lock_keys() == []
+    record = json.loads(receipt_path.with_name(plan.stem + ".undo.json").read_text(encoding="utf-8"))
+    assert "apply of sha256:" in record["runs"][-1]["took_over_lock"]
+
+
+def test_undo_does_not_take_over_a_lock_whose_apply_still_runs(world: World, cli: object) -> None:
+    # The holder is alive (this very test process stands for it): refused as before.
+    from bmxgc import lock
+
+    plan = world.plan()
+    receipt_path = world.receipt_path(plan)
+    world.apply(plan)
+    receipt = json.loads(receipt_path.read_text(encoding="utf-8"))
+    config = world.config()
+    with lock.held(world.s3_client(), world.name, config.s3.prefix, command="apply", plan_hash=receipt["plan_hash"]):
+        before = world.snapshot()
+        undone = cli("-c", world.config_path, "undo", "--auto-approve")  # type: ignore[operator]
+        assert undone.code == 3, undone.output
+        assert "refused by gate 'lock'" in undone.err
+        assert world.snapshot() == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -34,6 +35,7 @@ from bmxgc.results import UndoResult
 from bmxgc.store import Store, open_location, plans_store
 
 Confirm = gates.Confirm
+log = logging.getLogger("bmxgc")
 
 
 def undo(
@@ -68,7 +70,16 @@ def undo(
         )
     record_name = undo_record_name(name)
     about = describe_receipt(path, receipt)
-    with lock.held(client, receipt.bucket, receipt.prefix, command="undo", plan_hash=receipt.plan_hash) as held:
+    with lock.held(
+        client,
+        receipt.bucket,
+        receipt.prefix,
+        command="undo",
+        plan_hash=receipt.plan_hash,
+        take_over=lambda holder: _crashed_apply_of(receipt, holder),
+    ) as held:
+        if held.took_over:
+            log.warning("took over the lock of the crashed apply of this receipt (%s)", held.took_over)
         # Under the lock: no other undo of this receipt writes the record meanwhile.
         runs = _earlier_runs(store, record_name)
         window = apply_window(receipt, utc_now(), _first_run_at(runs))
@@ -81,7 +92,7 @@ def undo(
                 f"({len(decided.skips):,} left alone, {len(decided.already_restored):,} already restored)."
             )
             gates.check_consent(confirm, summary, command="undo")
-        record = _Record(store, record_name, runs, name, receipt)
+        record = _Record(store, record_name, runs, name, receipt, took_over=held.took_over)
         try:
             errors = _remove_markers(client, receipt.bucket, decided.restores, record)
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the request in flight is recorded
@@ -101,6 +112,13 @@ def undo(
     lock.check_released(held, result)
     _raise_unless_done(result)
     return result
+
+
+def _crashed_apply_of(receipt: Receipt, holder: lock.LockInfo) -> bool:
+    """The lock is this receipt's own apply's, taken on this host, whose process
+    is gone: undo of that apply may take it over (anywhere else, 'bmxgc unlock')."""
+    h = holder.holder
+    return h.get("command") == "apply" and h.get("plan_hash") == receipt.plan_hash and holder.dead_here()
 
 
 def describe_receipt(path: str, receipt: Receipt) -> str:
@@ -224,13 +242,25 @@ class _Record:
     live state every time, so a record that cannot be written (disk full) does
     not stop a restore; the failure is reported and the run exits 1."""
 
-    def __init__(self, store: Store, name: str, runs: list[UndoRun], receipt_name: str, receipt: Receipt) -> None:
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        runs: list[UndoRun],
+        receipt_name: str,
+        receipt: Receipt,
+        *,
+        took_over: str | None = None,
+    ) -> None:
         self.store = store
         self.name = name
         self.runs = runs
         self.receipt_name = receipt_name
         self.receipt = receipt
-        self.run = UndoRun(at=rfc3339(utc_now()), by=who(), status="in_progress", intended=[])
+        self.took_over = took_over
+        self.run = UndoRun(
+            at=rfc3339(utc_now()), by=who(), status="in_progress", intended=[], took_over_lock=took_over
+        )
         self.errors: list[KeyError_] = []  # markers S3 did not remove
 
     # The executor's journal: intent before each request, S3's errors after it.
@@ -263,6 +293,7 @@ class _Record:
             already_restored=len(result.already_restored),
             not_restored=[UndoNotRestored(key=k, found=found) for k, found in result.not_restored],
             errors=[KeyFailure(key=k, code=c, message=m) for k, c, m in result.errors],
+            took_over_lock=self.took_over,
         )
         return self._write()
 
