@@ -92,17 +92,19 @@ def test_apply_killed_then_undo_restores_everything_deleted(
     assert len(receipt["deleted"]) == 1_000  # only the first batch's answer was recorded
     assert receipt["finished_at"] is None
 
-    # The dead process still holds the lock: undo says so, and who it was.
-    blocked = cli("-c", big.config_path, "undo", "--auto-approve")
+    # The dead process still holds the lock. Another command is refused and
+    # told who it was; the undo of that very apply takes the lock over (this
+    # host, its process gone), says so, and restores everything: one command.
+    blocked = cli("-c", big.config_path, "recover", "--since", receipt["started_at"], "--auto-approve")
     assert blocked.code == 3, blocked.output
     assert "refused by gate 'lock'" in blocked.err
     assert "no longer running" in blocked.err and "bmxgc.toml unlock" in blocked.err
 
-    unlocked = cli("-c", big.config_path, "unlock", "--auto-approve")
-    assert unlocked.code == 0, unlocked.output
-    undone = cli("-c", big.config_path, "undo", big.receipt_path(plan), "--auto-approve")
+    undone = cli("-c", big.config_path, "undo", "--auto-approve")
     assert undone.code == 0, undone.output
+    assert "took over the lock of the crashed apply" in undone.err, undone.output
     assert f"{deleted_in_s3:,} restored" in undone.out
+    assert big.lock_keys() == []
 
     # Every planned object is current again with its original version id,
     # and the bucket holds exactly the versions it began with.
