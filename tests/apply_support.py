@@ -142,19 +142,23 @@ class World:
         bucket: str | None = None,
         prefix: str | None = None,
         database_url: str | None = "default",
+        table: str | None = None,
+        keys: list[str] | None = None,
         references: list[dict[str, Any]] | None = None,
         extra_references: list[dict[str, Any]] | None = None,
         safety: dict[str, Any] | None = None,
         plans_dir: str = "plans",
     ) -> dict[str, Any]:
         """The config as a dict: this world's bucket, prefix, database and
-        reference unless told otherwise; ``extra_references`` come after it."""
+        reference unless told otherwise (``table``/``keys``: the reference
+        reads another table or maps with other templates; ``references``:
+        other references instead); ``extra_references`` come after it."""
         return config_doc(
             bucket=bucket or self.name,
             prefix=self.prefix if prefix is None else prefix,
             endpoint=self.bucket.endpoint,
             database_url=self.db.url if database_url == "default" else database_url,
-            references=[*(references or [self.reference_entry()]), *(extra_references or [])],
+            references=[*(references or [self.reference_entry(table, keys)]), *(extra_references or [])],
             safety=safety,
             plans_dir=plans_dir,
         )
