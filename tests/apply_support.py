@@ -103,6 +103,7 @@ class World:
     original: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> version_id, etag (, body)
     prefix: str = PREFIX
     keys: list[str] = field(default_factory=lambda: ["books/{value}"])  # the reference's key templates
+    extra_references: list[dict[str, Any]] = field(default_factory=list)  # after book_images, in every config
     config_path: Path = field(init=False)
     doc: dict[str, Any] = field(init=False)
 
@@ -158,7 +159,10 @@ class World:
             prefix=self.prefix if prefix is None else prefix,
             endpoint=self.bucket.endpoint,
             database_url=self.db.url if database_url == "default" else database_url,
-            references=[*(references or [self.reference_entry(table, keys)]), *(extra_references or [])],
+            references=[
+                *(references or [self.reference_entry(table, keys)]),
+                *(self.extra_references if extra_references is None else extra_references),
+            ],
             safety=safety,
             plans_dir=plans_dir,
         )
