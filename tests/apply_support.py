@@ -16,6 +16,7 @@ import functools
 import json
 import math
 import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,8 @@ class World:
     prefix: str = PREFIX
     keys: list[str] = field(default_factory=lambda: ["books/{value}"])  # the reference's key templates
     extra_references: list[dict[str, Any]] = field(default_factory=list)  # after book_images, in every config
+    uploaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> its last upload by put()
+    since: datetime | None = None  # when the incident (a recover test's window) began
     config_path: Path = field(init=False)
     doc: dict[str, Any] = field(init=False)
 
@@ -229,6 +232,14 @@ class World:
                 self.bucket.put(key, f"bytes of {key}".encode())
         return keys
 
+    def put(self, key: str, body: bytes) -> str:
+        """Upload ``key``; its first upload is its ``original``. Returns the version id."""
+        answer = self.bucket.put(key, body)
+        version = {"version_id": answer.get("VersionId", "null"), "etag": answer["ETag"].strip('"'), "body": body}
+        self.original.setdefault(key, version)
+        self.uploaded[key] = version
+        return str(version["version_id"])
+
     def reference(self, values: Iterable[str]) -> None:
         """New rows in the world's table, as the app would insert them (values without ``books/``)."""
         (start,) = self.db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {self.table}")[0]
@@ -270,6 +281,21 @@ class World:
     def receipt_path(self, plan_path: Path) -> Path:
         return self.plans_dir / f"{plan_path.stem}.receipt.json"
 
+    def recover(self, cli: Callable[..., Any], *args: str) -> Any:
+        """``bmxgc recover --since <the incident's start> ARGS`` through the ``cli`` fixture."""
+        assert self.since is not None, "no incident in this world"
+        since = self.since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return cli("-c", self.config_path, "recover", "--since", since, *args)
+
+    def assert_restored(self, keys: Iterable[str]) -> None:
+        """Each key is current again with its original version id, ETag and bytes."""
+        for key in keys:
+            assert self.current(key) == self.original[key], key
+
+    def assert_still_deleted(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            assert self.current(key) is None, f"{key} was restored"
+
     def assert_orphans_restored(self) -> None:
         """Every planned object is current again with its original version id and
         ETag (one listing), and, for up to 50 of them, its original bytes."""
@@ -278,9 +304,7 @@ class World:
             row = latest.get(key)
             assert row is not None and not row[2], f"{key} was not restored"
             assert (row[1], row[4]) == (self.original[key]["version_id"], self.original[key]["etag"]), key
-        for key in self.orphan_keys[:50]:
-            now = self.current(key)
-            assert now == self.original[key], key
+        self.assert_restored(self.orphan_keys[:50])
 
 
 def build_world(

@@ -37,15 +37,6 @@ def next_second() -> datetime:
     return target
 
 
-def current(client: Any, bucket: str, key: str) -> tuple[str, bytes] | None:
-    """``(version id, bytes)`` of the current version of ``key``, or None if deleted."""
-    try:
-        answer = client.get_object(Bucket=bucket, Key=key)
-    except client.exceptions.NoSuchKey:
-        return None
-    return answer.get("VersionId", "null"), answer["Body"].read()
-
-
 def delete_plainly(client: Any, bucket: str, keys: Sequence[str]) -> None:
     """What the incident's job did: DeleteObjects without version ids (delete markers)."""
     keys = list(keys)
