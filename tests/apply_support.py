@@ -1,12 +1,16 @@
-"""Fixtures and helpers for the apply/undo tests: a bucket and a database laid
-out like the incident, a config written as a user would, and snapshots of
-every version in the bucket to prove that a refusal changed nothing.
+"""The one scenario builder, ``World`` (made by ``build_world`` or
+``empty_world``), its fixtures ``world`` and ``pg_world``, the HTTP-layer
+fault hooks, and snapshots of every version in the bucket to prove that a
+refusal changed nothing.
 
-The database holds keys without the ``books/`` prefix (``515/image_00.webp``)
-and the config maps them with ``books/{value}``, as in the incident.
+A world is a versioned bucket, a database table of references (named anew
+for every world, so worlds share the PostgreSQL database), a config file and
+objects inside and outside the prefix. The table holds keys without the
+``books/`` prefix (``515/image_00.webp``) and the config maps them with
+``books/{value}``, as in the incident. Tests that need another layout (the
+incident's, test_incident.py and test_recover.py) lay it out on an empty world.
 
-Import the fixtures into a test module with
-registered for every test file by ``pytest_plugins`` in conftest.py.
+Registered for every test file by ``pytest_plugins`` in conftest.py.
 """
 
 from __future__ import annotations
