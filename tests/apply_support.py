@@ -1,12 +1,16 @@
-"""Fixtures and helpers for the apply/undo tests: a bucket and a database laid
-out like the incident, a config written as a user would, and snapshots of
-every version in the bucket to prove that a refusal changed nothing.
+"""The one scenario builder, ``World`` (made by ``build_world`` or
+``empty_world``), its fixtures ``world`` and ``pg_world``, the HTTP-layer
+fault hooks, and snapshots of every version in the bucket to prove that a
+refusal changed nothing.
 
-The database holds keys without the ``books/`` prefix (``515/image_00.webp``)
-and the config maps them with ``books/{value}``, as in the incident.
+A world is a versioned bucket, a database table of references (named anew
+for every world, so worlds share the PostgreSQL database), a config file and
+objects inside and outside the prefix. The table holds keys without the
+``books/`` prefix (``515/image_00.webp``) and the config maps them with
+``books/{value}``, as in the incident. Tests that need another layout (the
+incident's, test_incident.py and test_recover.py) lay it out on an empty world.
 
-Import the fixtures into a test module with
-registered for every test file by ``pytest_plugins`` in conftest.py.
+Registered for every test file by ``pytest_plugins`` in conftest.py.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import functools
 import json
 import math
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ import botocore.loaders
 import botocore.session
 import pytest
 
+from servers import Database
 from support import LOCK_FOLDER, config_doc, write_toml
 
 # One botocore data loader for every session: the same model files, parsed once.
@@ -57,15 +63,20 @@ def body_of(key: str) -> bytes:
     return f"bytes of {key}\n".encode()
 
 
-def snapshot(client: Any, bucket: str) -> set[Row]:
-    """Every version and delete marker in the bucket, except bmxgc's lock objects."""
+def versions(client: Any, bucket: str, *, locks: bool = False) -> set[Row]:
+    """Every version and delete marker in the bucket (bmxgc's lock folder only if ``locks``)."""
     rows: set[Row] = set()
     for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
         for v in page.get("Versions", []):
             rows.add((v["Key"], v["VersionId"], False, v["IsLatest"], v["ETag"].strip('"'), v["Size"]))
         for m in page.get("DeleteMarkers", []):
             rows.add((m["Key"], m["VersionId"], True, m["IsLatest"], "", 0))
-    return {r for r in rows if not r[0].startswith(LOCK_FOLDER)}
+    return rows if locks else {r for r in rows if not r[0].startswith(LOCK_FOLDER)}
+
+
+def snapshot(client: Any, bucket: str) -> set[Row]:
+    """Every version and delete marker in the bucket, except bmxgc's lock objects."""
+    return versions(client, bucket)
 
 
 def current(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
@@ -83,21 +94,33 @@ def current(client: Any, bucket: str, key: str) -> dict[str, Any] | None:
 
 @dataclass
 class World:
-    """A versioned bucket, a database table of references, and a config file."""
+    """The one scenario builder: a versioned bucket, a database table of
+    references (its own name in every world, so worlds can share PostgreSQL),
+    a config file, objects inside and outside the prefix. Build it with
+    ``build_world``; the incident layouts add their own objects on top."""
 
-    bucket: Any  # conftest.Bucket
-    db: Any  # conftest.Database
+    bucket: Any  # servers.Bucket
+    db: Database
     root: Path
     table: str
-    live_values: list[str]
-    orphan_keys: list[str]
+    live_values: list[str] = field(default_factory=list)
+    orphan_keys: list[str] = field(default_factory=list)
     original: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> version_id, etag (, body)
+    prefix: str = PREFIX
+    keys: list[str] = field(default_factory=lambda: ["books/{value}"])  # the reference's key templates
+    extra_references: list[dict[str, Any]] = field(default_factory=list)  # after book_images, in every config
+    uploaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> its last upload by put()
+    since: datetime | None = None  # when the incident (a recover test's window) began
     config_path: Path = field(init=False)
     doc: dict[str, Any] = field(init=False)
 
     @property
     def name(self) -> str:
         return str(self.bucket.name)
+
+    @property
+    def folder(self) -> Path:
+        return self.root
 
     @property
     def client(self) -> Any:
@@ -113,22 +136,51 @@ class World:
 
     # ------------------------------------------------------------------ config
 
-    def write_config(self, *, safety: dict[str, Any] | None = None, **s3: Any) -> Path:
-        """(Re)write the config file; ``s3`` overrides bucket/prefix, ``database_url`` the URL."""
-        database_url = s3.pop("database_url", self.db.url)
-        doc = config_doc(
-            bucket=s3.pop("bucket", self.name),
-            prefix=s3.pop("prefix", PREFIX),
+    def reference_entry(self, table: str | None = None, keys: list[str] | None = None) -> dict[str, Any]:
+        """The ``book_images`` reference: ``table``'s s3_key column mapped with ``keys``."""
+        return {
+            "name": "book_images",
+            "query": f"SELECT s3_key FROM {table or self.table}",
+            "keys": keys or self.keys,
+        }
+
+    def config_doc(
+        self,
+        *,
+        bucket: str | None = None,
+        prefix: str | None = None,
+        database_url: str | None = "default",
+        table: str | None = None,
+        keys: list[str] | None = None,
+        references: list[dict[str, Any]] | None = None,
+        extra_references: list[dict[str, Any]] | None = None,
+        safety: dict[str, Any] | None = None,
+        plans_dir: str = "plans",
+    ) -> dict[str, Any]:
+        """The config as a dict: this world's bucket, prefix, database and
+        reference unless told otherwise (``table``/``keys``: the reference
+        reads another table or maps with other templates; ``references``:
+        other references instead); ``extra_references`` come after it."""
+        return config_doc(
+            bucket=bucket or self.name,
+            prefix=self.prefix if prefix is None else prefix,
             endpoint=self.bucket.endpoint,
-            database_url=database_url,
+            database_url=self.db.url if database_url == "default" else database_url,
             references=[
-                {"name": "book_images", "query": f"SELECT s3_key FROM {self.table}", "keys": ["books/{value}"]}
+                *(references or [self.reference_entry(table, keys)]),
+                *(self.extra_references if extra_references is None else extra_references),
             ],
             safety=safety,
+            plans_dir=plans_dir,
         )
-        self.doc = doc
-        self.config_path = write_toml(self.root / "bmxgc.toml", doc)
-        return self.config_path
+
+    def write_config(self, name: str = "bmxgc.toml", **changes: Any) -> Path:
+        """(Re)write a config file (``bmxgc.toml``: the world's own) from ``config_doc(**changes)``."""
+        doc = self.config_doc(**changes)
+        path = write_toml(self.root / name, doc)
+        if name == "bmxgc.toml":
+            self.doc, self.config_path = doc, path
+        return path
 
     def config(self) -> Any:
         from bmxgc.config import load_config
@@ -172,13 +224,54 @@ class World:
         kwargs.setdefault("auto_approve", True)
         return undo(self.config(), receipt_path, **kwargs)
 
+    # ------------------------------------------------------------------ objects and rows
+
+    def books(self, numbers: Iterable[int], *, fast: bool = False) -> list[str]:
+        """Objects ``books/<n>/image_00.webp`` (bytes name the key unless ``fast``)."""
+        keys = [f"books/{n}/image_00.webp" for n in numbers]
+        if fast:
+            self.bucket.put_many(keys, b"webp")
+        else:
+            for key in keys:
+                self.bucket.put(key, f"bytes of {key}".encode())
+        return keys
+
+    def put(self, key: str, body: bytes) -> str:
+        """Upload ``key``; its first upload is its ``original``. Returns the version id."""
+        answer = self.bucket.put(key, body)
+        version = {"version_id": answer.get("VersionId", "null"), "etag": answer["ETag"].strip('"'), "body": body}
+        self.original.setdefault(key, version)
+        self.uploaded[key] = version
+        return str(version["version_id"])
+
+    def reference(self, values: Iterable[str]) -> None:
+        """New rows in the world's table, as the app would insert them (values without ``books/``)."""
+        (start,) = self.db.execute(f"SELECT COALESCE(MAX(id), 0) FROM {self.table}")[0]
+        self.db.insert(self.table, ["id", "s3_key"], [(start + i, v) for i, v in enumerate(values, 1)])
+
+    def add_reference(self, value: str) -> None:
+        self.reference([value])
+
+    def unreference(self, values: Iterable[str]) -> None:
+        for value in values:
+            self.db.execute(f"DELETE FROM {self.table} WHERE s3_key = {self.db.param}", (value,))
+
     # ------------------------------------------------------------------ state
 
     def snapshot(self) -> set[Row]:
         return snapshot(self.client, self.name)
 
+    def versions(self, *, locks: bool = False) -> set[Row]:
+        """Every version and delete marker (bmxgc's lock folder only if ``locks``)."""
+        return versions(self.client, self.name, locks=locks)
+
     def current(self, key: str) -> dict[str, Any] | None:
         return current(self.client, self.name, key)
+
+    def now(self, key: str) -> tuple[str, bytes] | None:
+        """``(version id, bytes)`` of the current version of ``key``, or None if deleted."""
+        found = self.current(key)
+        return None if found is None else (found["version_id"], found["body"])
 
     def lock_keys(self) -> list[str]:
         """Lock objects that are held now (current, not behind a delete marker)."""
@@ -192,6 +285,21 @@ class World:
     def receipt_path(self, plan_path: Path) -> Path:
         return self.plans_dir / f"{plan_path.stem}.receipt.json"
 
+    def recover(self, cli: Callable[..., Any], *args: str) -> Any:
+        """``bmxgc recover --since <the incident's start> ARGS`` through the ``cli`` fixture."""
+        assert self.since is not None, "no incident in this world"
+        since = self.since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return cli("-c", self.config_path, "recover", "--since", since, *args)
+
+    def assert_restored(self, keys: Iterable[str]) -> None:
+        """Each key is current again with its original version id, ETag and bytes."""
+        for key in keys:
+            assert self.current(key) == self.original[key], key
+
+    def assert_still_deleted(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            assert self.current(key) is None, f"{key} was restored"
+
     def assert_orphans_restored(self) -> None:
         """Every planned object is current again with its original version id and
         ETag (one listing), and, for up to 50 of them, its original bytes."""
@@ -200,42 +308,49 @@ class World:
             row = latest.get(key)
             assert row is not None and not row[2], f"{key} was not restored"
             assert (row[1], row[4]) == (self.original[key]["version_id"], self.original[key]["etag"]), key
-        for key in self.orphan_keys[:50]:
-            now = self.current(key)
-            assert now == self.original[key], key
-
-    def add_reference(self, value: str) -> None:
-        """A new row in the application's table, as the app would insert it."""
-        (next_id,) = self.db.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {self.table}")[0]
-        self.db.execute(f"INSERT INTO {self.table} (id, s3_key) VALUES ({self.db.param}, {self.db.param})", (next_id, value))
+        self.assert_restored(self.orphan_keys[:50])
 
 
 def build_world(
     bucket: Any,
-    db: Any,
+    db: Database,
     root: Path,
     *,
     live: int = 12,
     orphans: int = 6,
+    outside: Sequence[str] = OUTSIDE,
     safety: dict[str, Any] | None = None,
     fast: bool = False,
+    table: Iterable[str] = (),
+    table_name: str | None = None,
+    keys: list[str] | None = None,
 ) -> World:
     """``live`` referenced and ``orphans`` unreferenced objects under books/,
-    a few objects outside the prefix, and a config. ``fast`` loads through
-    moto's backend (same body for all: for thousands of objects)."""
+    the objects ``outside`` the prefix, a table of references (``table``: more
+    values in it; ``table_name``: a fixed name, where a test needs the
+    table to sort first, else a unique one) and a config. ``fast`` loads through moto's backend (same
+    body for all: for thousands of objects). ``live=0, orphans=0, outside=()``
+    is an empty world for a test to lay out itself."""
     live_values = [f"{i}/image_00.webp" for i in range(live)]
     orphan_keys = [f"{PREFIX}{900_000 + i}/image_00.webp" for i in range(orphans)]
-    table = db.table(live_values)
-    world = World(bucket=bucket, db=db, root=root, table=table, live_values=live_values, orphan_keys=orphan_keys)
+    world = World(
+        bucket=bucket,
+        db=db,
+        root=root,
+        table=db.table([*live_values, *table], name=table_name),
+        live_values=live_values,
+        orphan_keys=orphan_keys,
+        keys=keys or ["books/{value}"],
+    )
     if fast:
         bucket.put_many([PREFIX + v for v in live_values] + orphan_keys, body=b"same bytes")
-        for key in OUTSIDE:
+        for key in outside:
             bucket.put(key, body_of(key))
         listing = snapshot(bucket.client, bucket.name)
         for key, vid, _marker, _latest, etag, _size in listing:
             world.original[key] = {"version_id": vid, "etag": etag, "body": b"same bytes"}
     else:
-        for key in [PREFIX + v for v in live_values] + orphan_keys + OUTSIDE:
+        for key in [PREFIX + v for v in live_values] + orphan_keys + list(outside):
             answer = bucket.put(key, body_of(key))
             world.original[key] = {
                 "version_id": answer.get("VersionId", "null"),
@@ -244,6 +359,11 @@ def build_world(
             }
     world.write_config(safety=safety)
     return world
+
+
+def empty_world(bucket: Any, db: Database, root: Path, *, table_name: str | None = None) -> World:
+    """A world with an empty bucket and an empty table: the test lays it out."""
+    return build_world(bucket, db, root, live=0, orphans=0, outside=(), table_name=table_name)
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import pytest
 
-from ops_support import Scene, read_json
+from apply_support import World, empty_world
+from ops_support import read_json
 from servers import Database, postgres_db, sqlite_file
 from support import CliResult, assert_one_line_error
 
@@ -34,8 +35,8 @@ def app_db(request: pytest.FixtureRequest, tmp_path: Path) -> Database:
 
 
 @pytest.fixture
-def scene(bucket: Any, app_db: Database, tmp_path: Path) -> Scene:
-    scene = Scene(bucket, app_db, tmp_path)
+def scene(bucket: Any, app_db: Database, tmp_path: Path) -> World:
+    scene = empty_world(bucket, app_db, tmp_path)
     scene.reference(k.removeprefix("books/") for k in LIVE)
     scene.books(range(1, 11))
     scene.books([1001, 1002, 1003])
@@ -55,7 +56,7 @@ COVERS = {"name": "covers", "query": "SELECT cover_key FROM listings", "keys": [
 NOTES = {"name": "notes", "query": "SELECT body FROM notes"}
 
 
-def plan_cli(cli: Cli, scene: Scene, *extra: str) -> tuple[CliResult, dict[str, Any]]:
+def plan_cli(cli: Cli, scene: World, *extra: str) -> tuple[CliResult, dict[str, Any]]:
     result = cli("-c", scene.config_path, "plan", "--cross-check", *extra)
     assert result.code == 0, result.output
     return result, read_json(result.saved_path())
@@ -65,7 +66,7 @@ def hits(plan: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [(h["table"], h["column"], h["key"]) for h in plan["cross_check"]]
 
 
-def test_cross_check_undeclared_columns_warned_recorded_and_refused(scene: Scene, cli: Cli) -> None:
+def test_cross_check_undeclared_columns_warned_recorded_and_refused(scene: World, cli: Cli) -> None:
     result, plan = plan_cli(cli, scene)
 
     assert hits(plan) == [("listings", "cover_key", COVER), ("notes", "body", NOTED)]
@@ -88,15 +89,15 @@ def test_cross_check_undeclared_columns_warned_recorded_and_refused(scene: Scene
     assert scene.versions() == before
 
 
-def test_cross_check_declared_column_is_not_scanned_and_keeps_its_key(scene: Scene, cli: Cli) -> None:
-    scene.write_config(references=[COVERS])
+def test_cross_check_declared_column_is_not_scanned_and_keeps_its_key(scene: World, cli: Cli) -> None:
+    scene.write_config(extra_references=[COVERS])
     _, plan = plan_cli(cli, scene)
     assert hits(plan) == [("notes", "body", NOTED)]
     assert "listings.cover_key" not in plan["cross_check_columns"]
     assert "listings.title" in plan["cross_check_columns"]
     assert COVER not in [o["key"] for o in plan["orphans"]]
 
-    scene.write_config(references=[COVERS, NOTES])
+    scene.write_config(extra_references=[COVERS, NOTES])
     result, plan = plan_cli(cli, scene)
     assert hits(plan) == []
     assert not [w for w in plan["warnings"] if w.startswith("cross-check")]
@@ -105,13 +106,13 @@ def test_cross_check_declared_column_is_not_scanned_and_keeps_its_key(scene: Sce
 
     applied = cli("-c", scene.config_path, "apply", result.saved_path(), "--auto-approve")
     assert applied.code == 0, applied.output
-    assert scene.current(TRUE_ORPHAN) is None
+    assert scene.now(TRUE_ORPHAN) is None
     for key in [COVER, NOTED, *LIVE]:
-        now = scene.current(key)
+        now = scene.now(key)
         assert now is not None and now[1] == f"bytes of {key}".encode(), key
 
 
-def test_cross_check_table_flag_restricts_the_scan(scene: Scene, cli: Cli) -> None:
+def test_cross_check_table_flag_restricts_the_scan(scene: World, cli: Cli) -> None:
     _, plan = plan_cli(cli, scene, "--cross-check-table", "listings")
     assert hits(plan) == [("listings", "cover_key", COVER)]
     assert sorted(plan["cross_check_columns"]) == ["listings.cover_key", "listings.title"]
@@ -119,13 +120,13 @@ def test_cross_check_table_flag_restricts_the_scan(scene: Scene, cli: Cli) -> No
     assert hits(plan) == [("listings", "cover_key", COVER), ("notes", "body", NOTED)]
 
 
-def test_cross_check_unknown_table_is_an_error(scene: Scene, cli: Cli) -> None:
+def test_cross_check_unknown_table_is_an_error(scene: World, cli: Cli) -> None:
     result = cli("-c", scene.config_path, "plan", "--cross-check", "--cross-check-table", "listingz")
     assert_one_line_error(result, 1, "listingz")
     assert not (scene.folder / "plans").exists() or not list((scene.folder / "plans").iterdir())
 
 
-def test_cross_check_without_the_flag_scans_nothing(scene: Scene, cli: Cli) -> None:
+def test_cross_check_without_the_flag_scans_nothing(scene: World, cli: Cli) -> None:
     result = cli("-c", scene.config_path, "plan")
     assert result.code == 0, result.output
     plan = read_json(result.saved_path())
@@ -133,7 +134,7 @@ def test_cross_check_without_the_flag_scans_nothing(scene: Scene, cli: Cli) -> N
     assert [o["key"] for o in plan["orphans"]] == [COVER, NOTED, TRUE_ORPHAN]
 
 
-def test_cross_check_quoted_table_and_column_names(scene: Scene, cli: Cli) -> None:
+def test_cross_check_quoted_table_and_column_names(scene: World, cli: Cli) -> None:
     quoted = '"Order Lines"'
     scene.db.execute(f'CREATE TABLE {quoted} (id INTEGER PRIMARY KEY, "ImageKey" TEXT)')
     scene.db.insert(quoted, ["id", '"ImageKey"'], [(1, TRUE_ORPHAN.removeprefix("books/"))])
@@ -144,7 +145,7 @@ def test_cross_check_quoted_table_and_column_names(scene: Scene, cli: Cli) -> No
 def test_cross_check_postgresql_enum_and_json_columns(bucket: Any, postgres: Any, tmp_path: Path, cli: Cli) -> None:
     """An app's enum column must not break the scan (an orphan key is no valid enum value)."""
     db = postgres_db(postgres)
-    scene = Scene(bucket, db, tmp_path)
+    scene = empty_world(bucket, db, tmp_path)
     scene.reference(k.removeprefix("books/") for k in LIVE)
     scene.books(range(1, 11))
     scene.books([1001])
@@ -162,7 +163,8 @@ def test_cross_check_postgresql_enum_and_json_columns(bucket: Any, postgres: Any
 def test_cross_check_table_limit_is_warned_and_lifted_by_the_flag(bucket: Any, tmp_path: Path, cli: Cli) -> None:
     from bmxgc.references import CROSS_CHECK_MAX_TABLES
 
-    scene = Scene(bucket, sqlite_file(tmp_path / "app.db"), tmp_path)
+    # book_images sorts before t000..t049: the last of these is the one not scanned.
+    scene = empty_world(bucket, sqlite_file(tmp_path / "app.db"), tmp_path, table_name="book_images")
     scene.reference(k.removeprefix("books/") for k in LIVE)
     scene.books(range(1, 11))
     scene.books([1003])

@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import pytest
 
-from apply_support import failing_keys_proxy, plain_client
-from ops_support import Scene, me, next_second, read_json
+from apply_support import World, empty_world, failing_keys_proxy, plain_client
+from ops_support import me, next_second, read_json
 from servers import sqlite_file
 from support import CliResult
 
@@ -21,8 +21,8 @@ Cli = Callable[..., CliResult]
 
 
 @pytest.fixture
-def scene(bucket: Any, tmp_path: Path) -> Scene:
-    return Scene(bucket, sqlite_file(tmp_path / "app.db"), tmp_path)
+def scene(bucket: Any, tmp_path: Path) -> World:
+    return empty_world(bucket, sqlite_file(tmp_path / "app.db"), tmp_path)
 
 
 def history_rows(cli: Cli, config: Path) -> list[list[str]]:
@@ -42,7 +42,7 @@ def history_rows(cli: Cli, config: Path) -> list[list[str]]:
 # --------------------------------------------------------------------------- history
 
 
-def test_history_lists_plans_newest_first_with_state_and_applier(scene: Scene, cli: Cli) -> None:
+def test_history_lists_plans_newest_first_with_state_and_applier(scene: World, cli: Cli) -> None:
     from bmxgc.commands.apply import apply
     from bmxgc.commands.plan import plan
     from bmxgc.commands.undo import undo
@@ -93,13 +93,13 @@ def test_history_lists_plans_newest_first_with_state_and_applier(scene: Scene, c
     assert whens == sorted(whens, reverse=True) and len(set(whens)) == 4
 
 
-def test_history_empty_plans_dir_says_so(scene: Scene, cli: Cli) -> None:
+def test_history_empty_plans_dir_says_so(scene: World, cli: Cli) -> None:
     result = cli("-c", scene.config_path, "history")
     assert result.code == 0, result.output
     assert "No plans yet." in result.out
 
 
-def test_history_shows_recoveries(scene: Scene, cli: Cli) -> None:
+def test_history_shows_recoveries(scene: World, cli: Cli) -> None:
     keys = scene.books([1, 2])
     scene.bucket.delete(keys[0])
     since = (datetime.now(timezone.utc) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -119,16 +119,16 @@ OBJECTS = 400
 
 
 @pytest.fixture
-def crowd(scene: Scene) -> Scene:
+def crowd(scene: World) -> World:
     """400 objects under books/, all referenced to begin with."""
     scene.books(range(1, OBJECTS + 1), fast=True)
     scene.reference(f"{n}/image_00.webp" for n in range(1, OBJECTS + 1))
     return scene
 
 
-def orphans_now(scene: Scene, count: int) -> None:
+def orphans_now(scene: World, count: int) -> None:
     """Unreference the last books so that ``count`` of them are orphans (row id n is book n)."""
-    scene.db.execute(f"DELETE FROM book_images WHERE id > {OBJECTS - count}")
+    scene.db.execute(f"DELETE FROM {scene.table} WHERE id > {OBJECTS - count}")
 
 
 def plan_cli(cli: Cli, config: Path, *extra: str) -> tuple[CliResult, dict[str, Any]]:
@@ -141,7 +141,7 @@ def trend(plan: dict[str, Any]) -> list[str]:
     return [w for w in plan["warnings"] if "jumped" in w]
 
 
-def test_trend_orphans_jump_warns_naming_the_previous_plan(crowd: Scene, cli: Cli) -> None:
+def test_trend_orphans_jump_warns_naming_the_previous_plan(crowd: World, cli: Cli) -> None:
     orphans_now(crowd, 20)
     first, _ = plan_cli(cli, crowd.config_path)
     orphans_now(crowd, 140)
@@ -158,7 +158,7 @@ def test_trend_orphans_jump_warns_naming_the_previous_plan(crowd: Scene, cli: Cl
     [(20, 20), (20, 120), (150, 290), (140, 20)],
     ids=["same", "doubled-by-only-100", "up-140-not-doubled", "fell"],
 )
-def test_trend_small_change_does_not_warn(crowd: Scene, cli: Cli, before: int, after: int) -> None:
+def test_trend_small_change_does_not_warn(crowd: World, cli: Cli, before: int, after: int) -> None:
     orphans_now(crowd, before)
     plan_cli(cli, crowd.config_path)
     if after < before:
@@ -170,7 +170,7 @@ def test_trend_small_change_does_not_warn(crowd: Scene, cli: Cli, before: int, a
     assert trend(doc) == []
 
 
-def test_trend_just_over_the_threshold_warns(crowd: Scene, cli: Cli) -> None:
+def test_trend_just_over_the_threshold_warns(crowd: World, cli: Cli) -> None:
     orphans_now(crowd, 20)
     plan_cli(cli, crowd.config_path)
     orphans_now(crowd, 121)  # more than doubled, and by 101
@@ -178,7 +178,7 @@ def test_trend_just_over_the_threshold_warns(crowd: Scene, cli: Cli) -> None:
     assert len(trend(doc)) == 1
 
 
-def test_trend_ignores_plans_of_another_prefix_or_bucket(crowd: Scene, make_bucket: Any, cli: Cli) -> None:
+def test_trend_ignores_plans_of_another_prefix_or_bucket(crowd: World, make_bucket: Any, cli: Cli) -> None:
     orphans_now(crowd, 150)
     _, baseline = plan_cli(cli, crowd.config_path)
     assert baseline["stats"]["orphans"] == 150
@@ -205,7 +205,7 @@ def test_trend_ignores_plans_of_another_prefix_or_bucket(crowd: Scene, make_buck
 # --------------------------------------------------------------------------- one bad file does not block the rest
 
 
-def test_history_lists_unreadable_files_with_the_reason_and_the_rest_normally(scene: Scene, cli: Cli) -> None:
+def test_history_lists_unreadable_files_with_the_reason_and_the_rest_normally(scene: World, cli: Cli) -> None:
     from bmxgc.commands.apply import apply
     from bmxgc.commands.plan import plan
     from bmxgc.config import load_config
@@ -239,7 +239,7 @@ def test_history_lists_unreadable_files_with_the_reason_and_the_rest_normally(sc
     assert "invalid JSON" in reasons["20200101T000000Z-garbage.json"]
 
 
-def test_history_shows_an_undo_record_with_duplicate_keys_as_unreadable(scene: Scene, cli: Cli) -> None:
+def test_history_shows_an_undo_record_with_duplicate_keys_as_unreadable(scene: World, cli: Cli) -> None:
     from bmxgc.commands.apply import apply
     from bmxgc.commands.plan import plan
     from bmxgc.commands.undo import undo
@@ -260,7 +260,7 @@ def test_history_shows_an_undo_record_with_duplicate_keys_as_unreadable(scene: S
     assert f"{made.stem}.undo.json: " in result.out and "duplicate" in result.out
 
 
-def test_history_shows_a_recovery_plan_with_duplicate_keys_as_unreadable(scene: Scene, cli: Cli) -> None:
+def test_history_shows_a_recovery_plan_with_duplicate_keys_as_unreadable(scene: World, cli: Cli) -> None:
     keys = scene.books([1, 2])
     scene.bucket.delete(keys[0])
     since = (datetime.now(timezone.utc) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")

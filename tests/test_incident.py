@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 import pytest
 
+from apply_support import World, empty_world
 from servers import Bucket, Database
-from support import CliResult, assert_one_line_error, config_doc, orphan_keys, read_plan, write_toml
+from support import CliResult, assert_one_line_error, orphan_keys, read_plan
 
 Cli = Callable[..., CliResult]
 
@@ -34,45 +35,27 @@ TRUE_ORPHANS = sorted(book_key(b, i) for b in range(BOOKS_IN_DB + 1, BOOKS + 1) 
 OTHER_KEYS = [f"{prefix}item_{i:03d}.json" for prefix, n in OTHER.items() for i in range(n)] + ["favicon.ico"]
 
 
-class Incident:
-    def __init__(self, bucket: Bucket, db: Database, folder: Path) -> None:
-        self.bucket, self.db, self.folder = bucket, db, folder
-        bucket.put_many(ALL_BOOK_KEYS, b"webp-bytes")
-        bucket.put_many(OTHER_KEYS, b"{}")
-        # The app's tables: image keys stored WITHOUT books/; listing keys stored in full.
-        self.book_images = db.table(
-            f"{b}/image_{i:02d}.webp" for b in range(1, BOOKS_IN_DB + 1) for i in range(IMAGES)
-        )
-        self.listing_images = db.table(f"listings/item_{i:03d}.json" for i in range(30))
-
-    def config(self, template: str, prefix: str = "books/", name: str = "bmxgc.toml") -> Path:
-        references: list[dict[str, Any]] = [
-            {"name": "book_images", "query": f"SELECT s3_key FROM {self.book_images}", "keys": [template]},
-            {"name": "listing_images", "query": f"SELECT s3_key FROM {self.listing_images}"},
-        ]
-        doc = config_doc(
-            bucket=self.bucket.name,
-            prefix=prefix,
-            endpoint=self.bucket.endpoint,
-            database_url=self.db.url,
-            references=references,
-        )
-        return write_toml(self.folder / name, doc)
-
-
 @pytest.fixture
-def incident(bucket: Bucket, pg: Database, tmp_path: Path) -> Incident:
-    return Incident(bucket, pg, tmp_path)
+def incident(bucket: Bucket, pg: Database, tmp_path: Path) -> World:
+    """The incident's bucket and tables: image keys stored WITHOUT books/ in the
+    world's table (its book_images reference), listing keys stored in full."""
+    world = empty_world(bucket, pg, tmp_path)
+    bucket.put_many(ALL_BOOK_KEYS, b"webp-bytes")
+    bucket.put_many(OTHER_KEYS, b"{}")
+    world.reference(f"{b}/image_{i:02d}.webp" for b in range(1, BOOKS_IN_DB + 1) for i in range(IMAGES))
+    listing_images = pg.table(f"listings/item_{i:03d}.json" for i in range(30))
+    world.extra_references = [{"name": "listing_images", "query": f"SELECT s3_key FROM {listing_images}"}]
+    return world
 
 
-def test_incident_whole_bucket_config_is_refused_before_any_listing(cli: Cli, incident: Incident) -> None:
-    result = cli("-c", incident.config("{value}", prefix=""), "plan")
+def test_incident_whole_bucket_config_is_refused_before_any_listing(cli: Cli, incident: World) -> None:
+    result = cli("-c", incident.write_config(keys=["{value}"], prefix=""), "plan")
     assert_one_line_error(result, 1, "s3.prefix")
     assert not (incident.folder / "plans").exists()
 
 
-def test_incident_naive_mapping_is_flagged_loudly(cli: Cli, incident: Incident) -> None:
-    result = cli("-c", incident.config("{value}"), "plan", "--detailed-exitcode")
+def test_incident_naive_mapping_is_flagged_loudly(cli: Cli, incident: World) -> None:
+    result = cli("-c", incident.write_config(keys=["{value}"]), "plan", "--detailed-exitcode")
     assert result.code == 3  # apply would refuse it: CI can tell
     doc = read_plan(result.saved_path())
     first = doc["warnings"][0]
@@ -88,8 +71,8 @@ def test_incident_naive_mapping_is_flagged_loudly(cli: Cli, incident: Incident) 
     assert stats["orphan_ratio"] == 1.0
 
 
-def test_incident_naive_mapping_never_plans_a_key_outside_the_prefix(cli: Cli, incident: Incident) -> None:
-    result = cli("-c", incident.config("{value}"), "plan")
+def test_incident_naive_mapping_never_plans_a_key_outside_the_prefix(cli: Cli, incident: World) -> None:
+    result = cli("-c", incident.write_config(keys=["{value}"]), "plan")
     doc = read_plan(result.saved_path())
     keys = orphan_keys(doc)
     assert keys == ALL_BOOK_KEYS  # every book image looks orphaned: that is what the warning is for
@@ -99,8 +82,8 @@ def test_incident_naive_mapping_never_plans_a_key_outside_the_prefix(cli: Cli, i
         assert other not in result.saved_path().read_text(encoding="utf-8")
 
 
-def test_incident_correct_mapping_plans_exactly_the_true_orphans(cli: Cli, incident: Incident) -> None:
-    result = cli("-c", incident.config("books/{value}"), "plan", "--detailed-exitcode")
+def test_incident_correct_mapping_plans_exactly_the_true_orphans(cli: Cli, incident: World) -> None:
+    result = cli("-c", incident.write_config(keys=["books/{value}"]), "plan", "--detailed-exitcode")
     assert result.code == 2
     doc = read_plan(result.saved_path())
     assert orphan_keys(doc) == TRUE_ORPHANS
@@ -114,17 +97,17 @@ def test_incident_correct_mapping_plans_exactly_the_true_orphans(cli: Cli, incid
     assert f"Plan: {len(TRUE_ORPHANS)} to delete." in result.out
 
 
-def test_incident_other_prefix_is_planned_on_its_own(cli: Cli, incident: Incident) -> None:
+def test_incident_other_prefix_is_planned_on_its_own(cli: Cli, incident: World) -> None:
     """listings/ is another prefix with its own source: only what that source does not keep is orphaned."""
-    result = cli("-c", incident.config("books/{value}", prefix="listings/"), "plan")
+    result = cli("-c", incident.write_config(keys=["books/{value}"], prefix="listings/"), "plan")
     doc = read_plan(result.saved_path())
     assert orphan_keys(doc) == [f"listings/item_{i:03d}.json" for i in range(30, 40)]
     assert doc["stats"]["objects_scanned"] == 40
 
 
-def test_incident_diff_from_naive_to_correct_plan(cli: Cli, incident: Incident) -> None:
-    naive = cli("-c", incident.config("{value}", name="naive.toml"), "plan").saved_path()
-    good = cli("-c", incident.config("books/{value}", name="good.toml"), "plan").saved_path()
+def test_incident_diff_from_naive_to_correct_plan(cli: Cli, incident: World) -> None:
+    naive = cli("-c", incident.write_config("naive.toml", keys=["{value}"]), "plan").saved_path()
+    good = cli("-c", incident.write_config("good.toml", keys=["books/{value}"]), "plan").saved_path()
     result = cli("diff", naive, good)
     assert result.code == 0
     assert "no longer orphans (150):" in result.out
@@ -132,8 +115,8 @@ def test_incident_diff_from_naive_to_correct_plan(cli: Cli, incident: Incident) 
     assert "Diff: 0 added, 150 removed, 0 changed." in result.out
 
 
-def test_incident_naive_plan_markdown_carries_the_warning(cli: Cli, incident: Incident) -> None:
-    naive = cli("-c", incident.config("{value}"), "plan").saved_path()
+def test_incident_naive_plan_markdown_carries_the_warning(cli: Cli, incident: World) -> None:
+    naive = cli("-c", incident.write_config(keys=["{value}"]), "plan").saved_path()
     out = cli("show", naive, "--format", "markdown").out
     assert "key mapping is probably wrong" in out
     assert "[!WARNING]" in out
@@ -149,22 +132,17 @@ def _mixed(db: Database) -> str:
     return db.table(values)
 
 
-def _mixed_config(incident: Incident, templates: list[str]) -> Path:
-    doc = config_doc(
-        bucket=incident.bucket.name,
-        endpoint=incident.bucket.endpoint,
-        database_url=incident.db.url,
-        references=[{"name": "mixed", "query": f"SELECT s3_key FROM {_mixed(incident.db)}", "keys": templates}],
-    )
-    return write_toml(incident.folder / "mixed.toml", doc)
+def _mixed_config(incident: World, templates: list[str]) -> Path:
+    mixed = {"name": "mixed", "query": f"SELECT s3_key FROM {_mixed(incident.db)}", "keys": templates}
+    return incident.write_config("mixed.toml", references=[mixed], extra_references=[])
 
 
-def test_incident_mixed_prefixed_and_unprefixed_values_with_both_templates(cli: Cli, incident: Incident) -> None:
+def test_incident_mixed_prefixed_and_unprefixed_values_with_both_templates(cli: Cli, incident: World) -> None:
     doc = read_plan(cli("-c", _mixed_config(incident, ["books/{value}", "{value}"]), "plan").saved_path())
     assert orphan_keys(doc) == TRUE_ORPHANS
 
 
-def test_incident_mixed_values_with_one_template_are_flagged_as_dangling(cli: Cli, incident: Incident) -> None:
+def test_incident_mixed_values_with_one_template_are_flagged_as_dangling(cli: Cli, incident: World) -> None:
     """books/books/5/... does not exist: the prefixed rows show up as dangling, and their images as orphans."""
     result = cli("-c", _mixed_config(incident, ["books/{value}"]), "plan")
     doc = read_plan(result.saved_path())
@@ -174,14 +152,14 @@ def test_incident_mixed_values_with_one_template_are_flagged_as_dangling(cli: Cl
     assert len(orphan_keys(doc)) == len(TRUE_ORPHANS) + prefixed_rows
 
 
-def test_incident_plans_are_identical_in_content_for_identical_state(incident: Incident) -> None:
+def test_incident_plans_are_identical_in_content_for_identical_state(incident: World) -> None:
     from datetime import timezone, datetime
 
     from bmxgc.commands.plan import plan
     from bmxgc.config import load_config
 
     now = datetime(2030, 1, 1, tzinfo=timezone.utc)
-    config = load_config(incident.config("books/{value}"))
+    config = load_config(incident.write_config(keys=["books/{value}"]))
     first: Any = plan(config, write=False, now=now).plan
     second: Any = plan(config, write=False, now=now).plan
     assert first.plan_hash == second.plan_hash

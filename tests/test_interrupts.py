@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from apply_support import World, build_world
+from servers import Database
 from slow_deletes_cli import MARK
 
 RUNNER = Path(__file__).with_name("slow_deletes_cli.py")
 
 
 @pytest.fixture
-def big_world(bucket: object, sqlite_db: object, tmp_path: Path) -> World:
+def big_world(bucket: object, sqlite_db: Database, tmp_path: Path) -> World:
     return build_world(bucket, sqlite_db, tmp_path, live=1400, orphans=1300, fast=True)
 
 

@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 import pytest
 
-from ops_support import Scene, held_objects, me, s3_json, saved
+from apply_support import World, empty_world
+from ops_support import held_objects, me, s3_json, saved
 from servers import sqlite_file
 from support import PLAN_NAME, CliResult, assert_one_line_error
 
@@ -20,21 +21,21 @@ ORPHANS = [f"books/{n}/image_00.webp" for n in (101, 102, 103)]
 
 
 @pytest.fixture
-def scene(bucket: Any, tmp_path: Path) -> Scene:
-    scene = Scene(bucket, sqlite_file(tmp_path / "app.db"), tmp_path)
+def scene(bucket: Any, tmp_path: Path) -> World:
+    scene = empty_world(bucket, sqlite_file(tmp_path / "app.db"), tmp_path)
     scene.reference(f"{n}/image_00.webp" for n in range(1, 11))
     scene.books(range(1, 11))
     scene.books([101, 102, 103])
     return scene
 
 
-def run(cli: Cli, scene: Scene, *args: Any) -> CliResult:
+def run(cli: Cli, scene: World, *args: Any) -> CliResult:
     result = cli("-c", scene.config_path, *args)
     assert result.code == 0, result.output
     return result
 
 
-def test_plans_dir_in_another_bucket_holds_the_whole_story(scene: Scene, make_bucket: Any, cli: Cli) -> None:
+def test_plans_dir_in_another_bucket_holds_the_whole_story(scene: World, make_bucket: Any, cli: Cli) -> None:
     store = make_bucket()
     scene.write_config(plans_dir=f"s3://{store.name}/plans/")
 
@@ -49,11 +50,11 @@ def test_plans_dir_in_another_bucket_holds_the_whole_story(scene: Scene, make_bu
     assert receipt_url == plan_url.removesuffix(".json") + ".receipt.json"
     receipt = s3_json(store.client, receipt_url)
     assert receipt["status"] == "complete" and len(receipt["deleted"]) == 3
-    assert all(scene.current(k) is None for k in ORPHANS)
+    assert all(scene.now(k) is None for k in ORPHANS)
 
     undone = run(cli, scene, "undo", "--auto-approve")  # finds the newest receipt in S3
     assert "3 restored" in undone.out
-    assert all(scene.current(k) is not None for k in ORPHANS)
+    assert all(scene.now(k) is not None for k in ORPHANS)
     record_url = saved(undone.out, "Record")
     assert record_url.startswith(f"s3://{store.name}/plans/")
     assert len(s3_json(store.client, record_url)["runs"][0]["restored"]) == 3
@@ -64,12 +65,12 @@ def test_plans_dir_in_another_bucket_holds_the_whole_story(scene: Scene, make_bu
     assert not (scene.folder / "plans").exists()
 
 
-def test_plans_dir_in_the_scanned_bucket_outside_the_prefix(scene: Scene, cli: Cli) -> None:
+def test_plans_dir_in_the_scanned_bucket_outside_the_prefix(scene: World, cli: Cli) -> None:
     scene.write_config(plans_dir=f"s3://{scene.name}/bmxgc-plans/")
     plan_url = saved(run(cli, scene, "plan").out, "Saved")
     assert plan_url.startswith(f"s3://{scene.name}/bmxgc-plans/")
     run(cli, scene, "apply", plan_url, "--auto-approve")
-    assert all(scene.current(k) is None for k in ORPHANS)
+    assert all(scene.now(k) is None for k in ORPHANS)
     # The plan and its receipt are objects of the scanned bucket, never orphans.
     kept = held_objects(scene.client, scene.name, "bmxgc-plans/")
     assert sorted(kept) == sorted(
@@ -79,7 +80,7 @@ def test_plans_dir_in_the_scanned_bucket_outside_the_prefix(scene: Scene, cli: C
     assert "Plan: 0 to delete." in again.out
 
 
-def test_plans_dir_in_s3_never_overwrites(scene: Scene, make_bucket: Any, cli: Cli) -> None:
+def test_plans_dir_in_s3_never_overwrites(scene: World, make_bucket: Any, cli: Cli) -> None:
     store = make_bucket()
     scene.write_config(plans_dir=f"s3://{store.name}/plans/")
     out = f"s3://{store.name}/plans/reviewed.json"
@@ -95,7 +96,7 @@ def test_plans_dir_in_s3_never_overwrites(scene: Scene, make_bucket: Any, cli: C
 
 
 @pytest.mark.parametrize("inside", ["books/plans/", "books/", "books"], ids=["below", "same", "no-slash"])
-def test_plans_dir_inside_the_scanned_prefix_refused(scene: Scene, cli: Cli, inside: str) -> None:
+def test_plans_dir_inside_the_scanned_prefix_refused(scene: World, cli: Cli, inside: str) -> None:
     scene.write_config(plans_dir=f"s3://{scene.name}/{inside}")
     before = scene.versions(locks=True)
     result = cli("-c", scene.config_path, "plan")
@@ -103,13 +104,13 @@ def test_plans_dir_inside_the_scanned_prefix_refused(scene: Scene, cli: Cli, ins
     assert scene.versions(locks=True) == before
 
 
-def test_plans_dir_same_prefix_name_in_another_bucket_is_fine(scene: Scene, make_bucket: Any, cli: Cli) -> None:
+def test_plans_dir_same_prefix_name_in_another_bucket_is_fine(scene: World, make_bucket: Any, cli: Cli) -> None:
     store = make_bucket()
     scene.write_config(plans_dir=f"s3://{store.name}/books/")
     assert saved(run(cli, scene, "plan").out, "Saved").startswith(f"s3://{store.name}/books/")
 
 
-def test_plans_dir_in_s3_undo_takes_the_newest_receipt(scene: Scene, make_bucket: Any, cli: Cli) -> None:
+def test_plans_dir_in_s3_undo_takes_the_newest_receipt(scene: World, make_bucket: Any, cli: Cli) -> None:
     from ops_support import next_second
 
     store = make_bucket()
@@ -124,7 +125,7 @@ def test_plans_dir_in_s3_undo_takes_the_newest_receipt(scene: Scene, make_bucket
     undone = run(cli, scene, "undo", "--auto-approve")
     assert "2 restored" in undone.out
     assert second.removesuffix(".json") in saved(undone.out, "Record")
-    assert all(scene.current(k) is None for k in ORPHANS)  # the first apply stands
-    assert scene.current("books/104/image_00.webp") is not None
+    assert all(scene.now(k) is None for k in ORPHANS)  # the first apply stands
+    assert scene.now("books/104/image_00.webp") is not None
     states = {line.split()[1] for line in run(cli, scene, "history").out.splitlines()[1:]}
     assert states == {"applied", "undone"}

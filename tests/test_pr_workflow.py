@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import pytest
 
-from ops_support import Scene, current
+from apply_support import World, empty_world
 from servers import sqlite_file
 from support import CliResult, config_doc, write_toml
 
@@ -61,17 +61,17 @@ def verify_rule_script() -> str:
 
 
 @pytest.fixture
-def repo(bucket: Any, tmp_path: Path) -> tuple[Path, Scene]:
+def repo(bucket: Any, tmp_path: Path) -> tuple[Path, World]:
     """A repository on main with bmxgc.toml (no database URL: it comes from the
     environment, as the workflows pass it) and a bucket with 3 orphans."""
-    scene = Scene(bucket, sqlite_file(tmp_path / "app.db"), tmp_path)
+    scene = empty_world(bucket, sqlite_file(tmp_path / "app.db"), tmp_path)
     scene.reference(f"{n}/image_00.webp" for n in range(1, 11))
     scene.books(range(1, 11))
     scene.books([101, 102, 103])
     root = tmp_path / "repo"
     root.mkdir()
     doc = config_doc(bucket=scene.name, endpoint=bucket.endpoint, database_url=None,
-                     references=scene.doc()["references"])
+                     references=scene.config_doc()["references"])
     write_toml(root / "bmxgc.toml", doc)
     (root / ".gitignore").write_text("bmxgc-run/\npr-body.md\n")
     git(root, "init", "-q", "-b", "main")
@@ -81,7 +81,7 @@ def repo(bucket: Any, tmp_path: Path) -> tuple[Path, Scene]:
 
 
 @pytest.fixture
-def bmxgc_in(cli_process: Run, repo: tuple[Path, Scene]) -> Run:
+def bmxgc_in(cli_process: Run, repo: tuple[Path, World]) -> Run:
     """``python -m bmxgc ARGS`` in the repository, with BMXGC_DATABASE_URL set."""
     root, scene = repo
 
@@ -97,7 +97,7 @@ def bmxgc_in(cli_process: Run, repo: tuple[Path, Scene]) -> Run:
 
 
 @pytest.fixture
-def bmxgc_here(cli: Run, repo: tuple[Path, Scene], monkeypatch: pytest.MonkeyPatch) -> Run:
+def bmxgc_here(cli: Run, repo: tuple[Path, World], monkeypatch: pytest.MonkeyPatch) -> Run:
     """The same commands in this process (faster), for the steps a test is not about."""
     root, scene = repo
     monkeypatch.chdir(root)
@@ -145,7 +145,7 @@ def plan_on_a_branch(root: Path, bmxgc: Run) -> tuple[str, str]:
 
 
 def test_pr_workflow_plan_review_merge_apply_in_order(
-    repo: tuple[Path, Scene], bmxgc_in: Run, tmp_path: Path
+    repo: tuple[Path, World], bmxgc_in: Run, tmp_path: Path
 ) -> None:
     root, scene = repo
     plan, branch = plan_on_a_branch(root, bmxgc_in)
@@ -166,7 +166,7 @@ def test_pr_workflow_plan_review_merge_apply_in_order(
     assert "1 plan(s) added" in check.stdout and "plans/ rule: OK" in check.stdout
     assert f"OK: {plan} is an intact format_version 1 plan" in check.stdout
     assert "3 to delete" in (tmp_path / "step-summary.md").read_text(encoding="utf-8")
-    assert all(current(scene.client, scene.name, k) is not None for k in ORPHANS)  # nothing deleted yet
+    assert all(scene.now(k) is not None for k in ORPHANS)  # nothing deleted yet
 
     # Approved and merged.
     before = git(root, "rev-parse", "HEAD").strip()
@@ -188,8 +188,8 @@ def test_pr_workflow_plan_review_merge_apply_in_order(
     git(root, "add", "--", *receipts)
     git(root, "commit", "-q", "-m", f"bmxgc apply: receipt {Path(receipt).name} [skip ci]")
 
-    assert all(current(scene.client, scene.name, k) is None for k in ORPHANS)
-    assert all(current(scene.client, scene.name, f"books/{n}/image_00.webp") is not None for n in range(1, 11))
+    assert all(scene.now(k) is None for k in ORPHANS)
+    assert all(scene.now(f"books/{n}/image_00.webp") is not None for n in range(1, 11))
 
     history = bmxgc_in("history")
     assert history.code == 0, history.output
@@ -200,7 +200,7 @@ def test_pr_workflow_plan_review_merge_apply_in_order(
 
 
 def test_pr_workflow_check_refuses_an_edited_plan_file(
-    repo: tuple[Path, Scene], bmxgc_here: Run, bmxgc_in: Run, tmp_path: Path
+    repo: tuple[Path, World], bmxgc_here: Run, bmxgc_in: Run, tmp_path: Path
 ) -> None:
     root, scene = repo
     plan, branch = plan_on_a_branch(root, bmxgc_here)
@@ -222,4 +222,4 @@ def test_pr_workflow_check_refuses_an_edited_plan_file(
     check = run_verify_check(root, "main", "edit-plan", tmp_path)
     assert check.returncode != 0, check.stdout
     assert f"::error file={plan}::modifies a plan file" in check.stdout
-    assert all(current(scene.client, scene.name, k) is not None for k in ORPHANS)
+    assert all(scene.now(k) is not None for k in ORPHANS)

@@ -17,10 +17,9 @@ from typing import Any, Callable
 
 import pytest
 
-from apply_support import Hooks, build_world, request_error
-from servers import S3_SERVER
+from apply_support import Hooks, World, build_world, empty_world, request_error
+from servers import S3_SERVER, Database
 from ops_support import (
-    current,
     delete_plainly,
     held_objects,
     next_second,
@@ -49,58 +48,26 @@ def body(key: str) -> bytes:
     return f"original bytes of {key}".encode()
 
 
-class Incident:
-    """A bucket after the incident: every key in INCIDENT deleted by one plain
+def lay_out_incident(world: World, *, edges: bool) -> World:
+    """The bucket after the incident: every key in INCIDENT deleted by one plain
     DeleteObjects, REUPLOADED uploaded again since, EARLIER deleted before."""
+    for key in [k for keys in INCIDENT.values() for k in keys] + UNTOUCHED + [EARLIER]:
+        world.put(key, body(key))
+    world.bucket.delete(EARLIER)
+    # With edges, the incident starts in a later second than the earlier deletion.
+    world.since = next_second() if edges else datetime.now(timezone.utc) - timedelta(minutes=5)
+    delete_plainly(world.client, world.name, [k for keys in INCIDENT.values() for k in keys])
+    world.put(REUPLOADED, b"new bytes from the app")
+    return world
 
-    def __init__(self, bucket: Any, folder: Path, *, edges: bool) -> None:
-        self.bucket = bucket
-        self.folder = folder
-        self.original: dict[str, str] = {}
-        for key in [k for keys in INCIDENT.values() for k in keys] + UNTOUCHED + [EARLIER]:
-            self.original[key] = bucket.put(key, body(key))["VersionId"]
-        bucket.delete(EARLIER)
-        # With edges, the incident starts in a later second than the earlier deletion.
-        self.since = next_second() if edges else datetime.now(timezone.utc) - timedelta(minutes=5)
-        self.deleted = [k for keys in INCIDENT.values() for k in keys]
-        # Without edges the earlier deletion falls in the window too.
-        self.in_window = restorable(ALL) + ([] if edges else [EARLIER])
-        delete_plainly(bucket.client, bucket.name, self.deleted)
-        self.reuploaded_version = bucket.put(REUPLOADED, b"new bytes from the app")["VersionId"]
-        self.config_path = write_toml(
-            folder / "bmxgc.toml",
-            config_doc(bucket=bucket.name, prefix="books/", endpoint=bucket.endpoint),
-        )
 
-    @property
-    def client(self) -> Any:
-        return self.bucket.client
-
-    @property
-    def name(self) -> str:
-        return str(self.bucket.name)
-
-    def now(self, key: str) -> tuple[str, bytes] | None:
-        return current(self.client, self.name, key)
-
-    def assert_restored(self, keys: list[str]) -> None:
-        for key in keys:
-            assert self.now(key) == (self.original[key], body(key)), key
-
-    def assert_still_deleted(self, keys: list[str]) -> None:
-        for key in keys:
-            assert self.now(key) is None, f"{key} was restored"
-
-    def assert_reupload_kept(self) -> None:
-        assert self.now(REUPLOADED) == (self.reuploaded_version, b"new bytes from the app")
-
-    def recover(self, cli: Cli, *args: str) -> CliResult:
-        return cli("-c", self.config_path, "recover", "--since", stamp(self.since), *args)
+def assert_reupload_kept(world: World) -> None:
+    assert world.now(REUPLOADED) == (world.uploaded[REUPLOADED]["version_id"], b"new bytes from the app")
 
 
 @pytest.fixture
-def incident(bucket: Any, tmp_path: Path) -> Incident:
-    return Incident(bucket, tmp_path, edges=False)
+def incident(bucket: Any, sqlite_db: Database, tmp_path: Path) -> World:
+    return lay_out_incident(empty_world(bucket, sqlite_db, tmp_path), edges=False)
 
 
 def restorable(prefixes: list[str]) -> list[str]:
@@ -114,12 +81,12 @@ ALL = list(INCIDENT)
 
 
 def test_recover_whole_bucket_restores_every_deleted_object_and_keeps_reupload(
-    bucket: Any, tmp_path: Path, cli: Cli
+    bucket: Any, sqlite_db: Database, tmp_path: Path, cli: Cli
 ) -> None:
-    incident = Incident(bucket, tmp_path, edges=True)
+    incident = lay_out_incident(empty_world(bucket, sqlite_db, tmp_path), edges=True)
     next_second()
     late = "listings/99/cover.jpg"  # deleted after the window
-    incident.original[late] = bucket.put(late, body(late))["VersionId"]
+    incident.put(late, body(late))
     until = next_second() - timedelta(seconds=1)
     bucket.delete(late)
 
@@ -130,15 +97,17 @@ def test_recover_whole_bucket_restores_every_deleted_object_and_keeps_reupload(
     assert f"Recover complete! {len(wanted)} restored, 0 failed." in result.out
     assert "(whole bucket)" in result.out
     incident.assert_restored(wanted + UNTOUCHED)
-    incident.assert_reupload_kept()
+    assert_reupload_kept(incident)
     incident.assert_still_deleted([EARLIER, late])  # markers outside the window: untouched
     receipt = read_json(saved(result.out, "Receipt"))
     assert receipt["kind"] == "recover" and receipt["status"] == "complete"
     assert receipt["prefix"] == "" and receipt["bucket"] == incident.name
-    assert {(r["key"], r["version_id"]) for r in receipt["restored"]} == {(k, incident.original[k]) for k in wanted}
+    assert {(r["key"], r["version_id"]) for r in receipt["restored"]} == {
+        (k, incident.original[k]["version_id"]) for k in wanted
+    }
 
 
-def test_recover_prefix_restores_only_that_prefix(incident: Incident, cli: Cli) -> None:
+def test_recover_prefix_restores_only_that_prefix(incident: World, cli: Cli) -> None:
     result = incident.recover(cli, "--prefix", "listings/", "--auto-approve")
     assert result.code == 0, result.output
     assert f"{len(INCIDENT['listings/'])} restored" in result.out
@@ -146,16 +115,16 @@ def test_recover_prefix_restores_only_that_prefix(incident: Incident, cli: Cli) 
     incident.assert_still_deleted(restorable(["books/", "images/", "lambda/", "prompts/"]))
 
 
-def test_recover_without_prefix_uses_the_config_prefix(incident: Incident, cli: Cli) -> None:
+def test_recover_without_prefix_uses_the_config_prefix(incident: World, cli: Cli) -> None:
     result = incident.recover(cli, "--auto-approve")
     assert result.code == 0, result.output
     assert f"s3://{incident.name}/books/" in result.out
     incident.assert_restored(restorable(["books/"]))
-    incident.assert_reupload_kept()
+    assert_reupload_kept(incident)
     incident.assert_still_deleted(restorable(["listings/", "images/", "lambda/", "prompts/"]))
 
 
-def test_recover_without_auto_approve_changes_nothing_but_saves_the_plan(incident: Incident, cli: Cli) -> None:
+def test_recover_without_auto_approve_changes_nothing_but_saves_the_plan(incident: World, cli: Cli) -> None:
     before = versions(incident.client, incident.name)
     result = incident.recover(cli, "--whole-bucket")
     assert result.code == 0, result.output
@@ -166,18 +135,18 @@ def test_recover_without_auto_approve_changes_nothing_but_saves_the_plan(inciden
     plan = read_json(location)
     assert Path(location).parent == incident.folder / "plans"
     assert plan["kind"] == "recovery" and plan["prefix"] == ""
-    wanted = incident.in_window
+    wanted = restorable(ALL) + [EARLIER]  # without edges the earlier deletion falls in the window too
     assert {(r["key"], r["restores_version_id"]) for r in plan["restores"]} == {
-        (k, incident.original[k]) for k in wanted
+        (k, incident.original[k]["version_id"]) for k in wanted
     }
     assert plan["stats"]["to_restore"] == len(wanted)
     # What each restore brings back is shown, as a plan shows its orphans.
     for key in wanted:  # fewer than 20: every one is shown
-        assert f"+ {key}: {incident.original[key]}" in result.out
+        assert f"+ {key}: {incident.original[key]['version_id']}" in result.out
     assert not list((incident.folder / "plans").glob("*.receipt.json"))
 
 
-def test_recover_dry_run_then_approve_in_the_same_second(incident: Incident, cli: Cli) -> None:
+def test_recover_dry_run_then_approve_in_the_same_second(incident: World, cli: Cli) -> None:
     # The operator looks first, then approves at once: the second run must not
     # trip over the first run's recovery plan file.
     looked = incident.recover(cli, "--prefix", "images/")
@@ -189,7 +158,7 @@ def test_recover_dry_run_then_approve_in_the_same_second(incident: Incident, cli
     assert read_json(saved(approved.out, "Receipt"))["kind"] == "recover"
 
 
-def test_recover_second_run_restores_nothing_and_undo_refuses_its_receipt(incident: Incident, cli: Cli) -> None:
+def test_recover_second_run_restores_nothing_and_undo_refuses_its_receipt(incident: World, cli: Cli) -> None:
     first = incident.recover(cli, "--whole-bucket", "--auto-approve")
     assert first.code == 0, first.output
     receipt = saved(first.out, "Receipt")
@@ -223,7 +192,7 @@ def test_recover_second_run_restores_nothing_and_undo_refuses_its_receipt(incide
     ids=["empty-prefix", "slash-prefix", "prefix-and-whole-bucket", "until-before-since", "until-not-a-time"],
 )
 def test_recover_bad_arguments_refused_bucket_unchanged(
-    incident: Incident, cli: Cli, args: list[str], needle: str
+    incident: World, cli: Cli, args: list[str], needle: str
 ) -> None:
     before = versions(incident.client, incident.name, locks=True)
     result = incident.recover(cli, *args, "--auto-approve")
@@ -232,12 +201,12 @@ def test_recover_bad_arguments_refused_bucket_unchanged(
     assert not (incident.folder / "plans").exists()
 
 
-def test_recover_since_not_a_time_refused(incident: Incident, cli: Cli) -> None:
+def test_recover_since_not_a_time_refused(incident: World, cli: Cli) -> None:
     result = cli("-c", incident.config_path, "recover", "--since", "last tuesday", "--whole-bucket")
     assert_one_line_error(result, 1, "--since", "RFC 3339")
 
 
-def test_recover_without_since_is_a_usage_error_exit_1(incident: Incident, cli: Cli) -> None:
+def test_recover_without_since_is_a_usage_error_exit_1(incident: World, cli: Cli) -> None:
     result = cli("-c", incident.config_path, "recover", "--whole-bucket")
     assert result.code == 1
     assert "--since" in result.err
@@ -318,7 +287,7 @@ def test_recover_restores_bmxgc_apply_deletions_too(bucket: Any, sqlite_db: Any,
     world.assert_orphans_restored()
 
 
-def test_recover_key_deleted_twice_in_the_window_comes_back(incident: Incident, cli: Cli) -> None:
+def test_recover_key_deleted_twice_in_the_window_comes_back(incident: World, cli: Cli) -> None:
     """The job ran twice: a second plain delete stacks a second marker on the first."""
     again = INCIDENT["listings/"][:2]
     delete_plainly(incident.client, incident.name, again)
@@ -337,7 +306,7 @@ def test_recover_key_deleted_twice_in_the_window_comes_back(incident: Incident, 
     incident.assert_restored(INCIDENT["listings/"])
 
 
-def test_recover_brings_back_the_newest_version_deleted_in_the_window(incident: Incident, cli: Cli) -> None:
+def test_recover_brings_back_the_newest_version_deleted_in_the_window(incident: World, cli: Cli) -> None:
     key = INCIDENT["images/"][0]  # deleted, uploaded again, deleted again
     newer = incident.bucket.put(key, b"second upload")["VersionId"]
     incident.bucket.delete(key)
@@ -346,8 +315,10 @@ def test_recover_brings_back_the_newest_version_deleted_in_the_window(incident: 
     assert incident.now(key) == (newer, b"second upload")
 
 
-def test_recover_leaves_a_key_already_deleted_before_the_window(bucket: Any, tmp_path: Path, cli: Cli) -> None:
-    incident = Incident(bucket, tmp_path, edges=True)
+def test_recover_leaves_a_key_already_deleted_before_the_window(
+    bucket: Any, sqlite_db: Database, tmp_path: Path, cli: Cli
+) -> None:
+    incident = lay_out_incident(empty_world(bucket, sqlite_db, tmp_path), edges=True)
     # EARLIER was deleted on purpose before the window; the job deleted it again inside it.
     delete_plainly(incident.client, incident.name, [EARLIER])
     result = incident.recover(cli, "--prefix", "prompts/", "--auto-approve")
@@ -361,7 +332,7 @@ def test_recover_leaves_a_key_already_deleted_before_the_window(bucket: Any, tmp
 
 
 def test_recover_request_failing_exits_1_receipt_partial_and_rerun_finishes(
-    incident: Incident, cli: Cli, hooked: Hooks
+    incident: World, cli: Cli, hooked: Hooks
 ) -> None:
     attempts: list[str] = []
     hooked("before-send.s3.DeleteObjects", request_error(1, 400, "ExpiredToken", attempts))
@@ -378,4 +349,4 @@ def test_recover_request_failing_exits_1_receipt_partial_and_rerun_finishes(
     again = incident.recover(cli, "--whole-bucket", "--auto-approve")
     assert again.code == 0, again.output
     incident.assert_restored(restorable(ALL))
-    incident.assert_reupload_kept()
+    assert_reupload_kept(incident)
