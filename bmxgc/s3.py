@@ -45,7 +45,10 @@ MAX_KEYS_PER_REQUEST = 1000  # S3's limit for both a list page and DeleteObjects
 LIST_CONCURRENCY = 8
 # A prefix is listed on one connection for its first pages; only a listing
 # still truncated after them is split (each split costs a request or two).
-SEQUENTIAL_PAGES = 10
+SEQUENTIAL_PAGES = 25
+# A range is split only if, at the density its keys have shown so far, both
+# halves would still hold this many pages: a split costs requests too.
+MIN_SPLIT_PAGES = 3
 RETRY_ATTEMPTS = 8
 
 Progress = Callable[[int], None]
@@ -319,10 +322,13 @@ def list_versions(
     try:
         try:
             marker: tuple[str, str | None] | None = None
+            first_key: str | None = None
             pages = 0
             while True:
                 page = _fetch_page(client, bucket, prefix, marker, page_size)
                 pages += 1
+                if first_key is None and page.rows:
+                    first_key = min(row.key for row in page.rows)
                 seen += len(page.rows)
                 yield from page.rows
                 if progress is not None:
@@ -334,6 +340,7 @@ def list_versions(
                 if concurrency > 1 and pages >= sequential_pages:
                     break
             listing = _ParallelListing(client, bucket, prefix, marker, concurrency, page_size)
+            listing.density = seen / max(_width(first_key or prefix, marker[0], prefix), 1e-30)
             for rows in listing.pages():
                 seen += len(rows)
                 yield from rows
@@ -465,6 +472,7 @@ class _ParallelListing:
         self.error: BaseException | None = None
         self.closed = False
         self.buffered = 0
+        self.density = 0.0  # rows per unit of ``_width``, from what is listed so far
 
     def pages(self) -> Iterator[list[VersionEntry]]:
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="bmxgc-list")
@@ -552,11 +560,13 @@ class _ParallelListing:
         for r in self.ranges:
             if r.done or not r.busy or r.probing:
                 continue
-            bound = r.hint if r.hint is not None else r.end
+            bound = r.end if r.hint is None or (r.end is not None and r.end < r.hint) else r.hint
             middle = midpoint(r.position, bound, self.prefix)
             if middle is None:
                 continue
             width = _width(r.position, bound, self.prefix)
+            if self.density * width < 2 * MIN_SPLIT_PAGES * self.page_size:
+                continue  # not worth its requests
             if best is None or width > best[0]:
                 best = (width, r, middle)
         return None if best is None else (best[1], best[2])
@@ -573,7 +583,7 @@ class _ParallelListing:
         if not inside or found is None:
             target.hint = middle  # nothing current between here and the end: aim lower next time
             return
-        new = _Range(listing=found, marker=None, end=target.end, position=found)
+        new = _Range(listing=found, marker=None, end=target.end, position=found, hint=target.hint)
         target.end = found
         self.ranges.insert(self.ranges.index(target) + 1, new)
 
@@ -616,10 +626,20 @@ def _utf8_after(a: str, b: str) -> bool:
     return a > b
 
 
-# Characters a split point is taken from when nothing bounds it above: most keys
-# are ASCII, and a split point past them would only find an empty range.
+# Where a split point is taken from when nothing bounds it above: keys are
+# mostly made of digits, or letters, or ASCII, and a split point past the kind
+# of character the key has there would only find an empty range (one probe).
 _ASCII_END = 0x7F
 _UNICODE_END = 0x110000
+
+
+def _class_end(low: int) -> int:
+    """The end (exclusive) of the kind of character ``low`` is: digits, upper
+    or lower case letters, ASCII, the rest of Unicode."""
+    for first, end in ((0x30, 0x3A), (0x41, 0x5B), (0x61, 0x7B), (-1, _ASCII_END)):
+        if first <= low < end:
+            return end
+    return _UNICODE_END
 
 
 def midpoint(start: str, end: str | None, prefix: str) -> str | None:
@@ -644,7 +664,7 @@ def midpoint(start: str, end: str | None, prefix: str) -> str | None:
         if bounded and end is not None:
             high = ord(end[i])
         else:
-            high = _ASCII_END if low < _ASCII_END - 1 else _UNICODE_END
+            high = _class_end(low)
         if high - low >= 2:
             middle = _xml_char_near((low + high) // 2, low, high)
             return None if middle is None else start[:i] + chr(middle)
@@ -675,13 +695,23 @@ def _width(start: str, end: str | None, prefix: str) -> float:
     """How much key space is left between ``start`` and ``end``, roughly."""
 
     def position(key: str) -> float:
+        # Each character's rank within its kind (digits count in tens, letters in 26s).
         value, scale = 0.0, 1.0
-        for char in key[len(prefix) : len(prefix) + 8]:
-            scale /= 128
-            value += min(ord(char), 127) * scale
+        for char in key[len(prefix) : len(prefix) + 10]:
+            code = ord(char)
+            if 0x30 <= code <= 0x39:
+                rank, radix = code - 0x30, 10
+            elif 0x61 <= code <= 0x7A:
+                rank, radix = code - 0x61, 26
+            elif 0x41 <= code <= 0x5A:
+                rank, radix = code - 0x41, 26
+            else:
+                rank, radix = min(code, 127), 128
+            scale /= radix
+            value += rank * scale
         return value
 
-    return (1.0 if end is None else position(end)) - position(start)
+    return abs((1.0 if end is None else position(end)) - position(start))
 
 
 def versioning_status(client: S3Client, bucket: str) -> str:

@@ -210,4 +210,6 @@ def test_midpoint_falls_strictly_between_in_utf8_byte_order() -> None:
 def test_midpoint_of_adjacent_keys_goes_deeper() -> None:
     assert s3.midpoint("books/a", "books/b", "books/") == "books/a?"
     assert s3.midpoint("books/a", "books/a\x00", "books/") is None  # nothing lies between
-    assert s3.midpoint("books/0000999/x", None, "books/") == "books/W"
+    assert s3.midpoint("books/0000999/x", None, "books/") == "books/5"  # digits: halfway through them
+    assert s3.midpoint("books/k", None, "books/") == "books/s"  # lower case letters
+    assert s3.midpoint("books/~", None, "books/") is not None
