@@ -213,3 +213,19 @@ def test_midpoint_of_adjacent_keys_goes_deeper() -> None:
     assert s3.midpoint("books/0000999/x", None, "books/") == "books/5"  # digits: halfway through them
     assert s3.midpoint("books/k", None, "books/") == "books/s"  # lower case letters
     assert s3.midpoint("books/~", None, "books/") is not None
+
+
+# --------------------------------------------------------------------------- timestamps
+
+
+def test_last_modified_is_parsed_without_dateutil_to_the_same_datetime(bucket: Bucket) -> None:
+    from datetime import datetime, timezone
+
+    from botocore.utils import parse_timestamp as botocore_parse
+
+    for text in ["2025-01-02T03:04:05.000Z", "2025-01-02T03:04:05Z", "2025-01-02T03:04:05.123456+00:00"]:
+        assert s3.parse_timestamp(text) == botocore_parse(text)
+    assert s3.parse_timestamp("Thu, 02 Jan 2025 03:04:05 GMT") == datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    bucket.put("books/a")
+    (row,) = s3.list_versions(_client(bucket), bucket.name, "books/")
+    assert row.last_modified.tzinfo is timezone.utc  # fromisoformat's, not dateutil's tzutc()
