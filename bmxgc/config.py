@@ -66,6 +66,8 @@ class S3Settings(_Strict):
     connect_timeout: Timeout = "10s"
     read_timeout: Timeout = "60s"
     call_timeout: Timeout = "5m"
+    # Connections that list one prefix at once (split into key ranges); 1: one connection.
+    list_concurrency: int = Field(default=8, ge=1, le=64)
 
     @field_validator("prefix")
     @classmethod

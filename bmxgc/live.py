@@ -16,15 +16,26 @@ PER_KEY_LISTING_MAX = 50
 
 
 def live_histories(
-    client: s3.S3Client, bucket: str, prefix: str, keys: Collection[str], versions_hint: int | None
+    client: s3.S3Client,
+    bucket: str,
+    prefix: str,
+    keys: Collection[str],
+    versions_hint: int | None,
+    concurrency: int = s3.LIST_CONCURRENCY,
 ) -> dict[str, KeyHistory]:
     """The histories of ``keys`` under ``prefix``. ``versions_hint`` is how many
-    versions the prefix held when last listed (None: unknown, list the prefix)."""
-    return group_by_key(_rows(client, bucket, prefix, keys, versions_hint), set(keys))
+    versions the prefix held when last listed (None: unknown, list the prefix,
+    over up to ``concurrency`` connections)."""
+    return group_by_key(_rows(client, bucket, prefix, keys, versions_hint, concurrency), set(keys))
 
 
 def _rows(
-    client: s3.S3Client, bucket: str, prefix: str, keys: Collection[str], versions_hint: int | None
+    client: s3.S3Client,
+    bucket: str,
+    prefix: str,
+    keys: Collection[str],
+    versions_hint: int | None,
+    concurrency: int,
 ) -> Iterator[VersionEntry]:
     pages = -(-versions_hint // s3.MAX_KEYS_PER_REQUEST) if versions_hint else 0
     if len(keys) <= PER_KEY_LISTING_MAX and len(keys) < pages:
@@ -32,4 +43,4 @@ def _rows(
             # Listing "books/a" also lists "books/a.bak": keep the key itself.
             yield from (row for row in s3.list_versions(client, bucket, key) if row.key == key)
     else:
-        yield from s3.list_versions(client, bucket, prefix)
+        yield from s3.list_versions(client, bucket, prefix, concurrency=concurrency)

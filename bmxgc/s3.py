@@ -8,14 +8,21 @@ Errors never carry the password of an ``endpoint_url`` (``redact_urls``).
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import boto3
+import botocore.session
 from botocore.config import Config as BotoConfig
+from botocore.utils import parse_timestamp as _botocore_parse_timestamp
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -34,6 +41,14 @@ else:
     S3Client = Any
 
 MAX_KEYS_PER_REQUEST = 1000  # S3's limit for both a list page and DeleteObjects
+# [s3] list_concurrency's default: connections that list one prefix at once.
+LIST_CONCURRENCY = 8
+# A prefix is listed on one connection for its first pages; only a listing
+# still truncated after them is split (each split costs a request or two).
+SEQUENTIAL_PAGES = 25
+# A range is split only if, at the density its keys have shown so far, both
+# halves would still hold this many pages: a split costs requests too.
+MIN_SPLIT_PAGES = 3
 RETRY_ATTEMPTS = 8
 
 Progress = Callable[[int], None]
@@ -52,8 +67,30 @@ def client_for(settings: S3Settings, client: S3Client | None = None) -> S3Client
         return client
     connect, read, call = settings.timeout_seconds()
     return make_client(
-        settings.endpoint_url, settings.region, connect_timeout=connect, read_timeout=read, call_timeout=call
+        settings.endpoint_url,
+        settings.region,
+        connect_timeout=connect,
+        read_timeout=read,
+        call_timeout=call,
+        connections=settings.list_concurrency,
     )
+
+
+def parse_timestamp(value: str) -> datetime:
+    """botocore's timestamp parser, without dateutil for the form S3 answers in.
+
+    S3's ``LastModified`` is ISO 8601 in UTC (``2025-01-02T03:04:05.000Z``),
+    which ``datetime.fromisoformat`` reads in about a microsecond; dateutil,
+    botocore's default, takes about 48 µs: half of a listing's CPU. Anything
+    else goes to botocore's own parser, so the result is the same datetime.
+    """
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return _botocore_parse_timestamp(value)
+    if parsed.tzinfo is None:
+        return _botocore_parse_timestamp(value)
+    return parsed
 
 
 def make_client(
@@ -63,6 +100,7 @@ def make_client(
     connect_timeout: float = CONNECT_TIMEOUT,
     read_timeout: float = READ_TIMEOUT,
     call_timeout: float = CALL_TIMEOUT,
+    connections: int = LIST_CONCURRENCY,
 ) -> S3Client:
     """An S3 client with standard retries; credentials from AWS's usual chain.
 
@@ -78,9 +116,12 @@ def make_client(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         user_agent_extra="bmxgc",
+        max_pool_connections=max(10, connections),
     )
     try:
-        client: S3Client = boto3.session.Session().client(
+        core = botocore.session.get_session()
+        core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+        client: S3Client = boto3.session.Session(botocore_session=core).client(
             "s3", endpoint_url=endpoint_url, region_name=region, config=config
         )
     except (BotoCoreError, ValueError) as exc:
@@ -253,44 +294,424 @@ def describe_error(exc: Exception, action: str) -> ServiceError:
 
 
 def list_versions(
-    client: S3Client, bucket: str, prefix: str, progress: Progress | None = None
+    client: S3Client,
+    bucket: str,
+    prefix: str,
+    progress: Progress | None = None,
+    *,
+    concurrency: int = LIST_CONCURRENCY,
+    page_size: int = MAX_KEYS_PER_REQUEST,
+    sequential_pages: int = SEQUENTIAL_PAGES,
 ) -> Iterator[VersionEntry]:
-    """Every version and delete marker under ``prefix``, one request per 1,000.
+    """Every version and delete marker under ``prefix``, one request per 1,000,
+    in S3's order (keys in UTF-8 byte order), whatever ``concurrency`` is.
 
     Within a page S3 returns versions and markers in two lists; both are
     yielded, versions first. Callers that need one key's history together
     group by key (rows of one key never span more than two adjacent pages).
+
+    The first ``sequential_pages`` pages are listed on one connection. If the
+    listing goes on, the rest of the prefix is split into key ranges listed
+    over up to ``concurrency`` connections (``_ParallelListing``); the pages
+    are still yielded in key order. botocore's retries back off on SlowDown.
+    While listing, the cyclic garbage collector leaves what is already built
+    alone (``gc.freeze`` after each page, undone at the end): without it, full
+    collections rescan every row and reference held so far, over and over.
     """
-    paginator = client.get_paginator("list_object_versions")
-    pages = paginator.paginate(
-        Bucket=bucket, Prefix=prefix, PaginationConfig={"PageSize": MAX_KEYS_PER_REQUEST}
-    )
     seen = 0
     try:
-        for page in pages:
-            for version in page.get("Versions", []):
-                yield VersionEntry(
-                    key=version["Key"],
-                    version_id=version.get("VersionId") or "null",
-                    is_latest=bool(version.get("IsLatest")),
-                    is_delete_marker=False,
-                    last_modified=version["LastModified"],
-                    etag=version.get("ETag", "").strip('"'),
-                    size=int(version.get("Size", 0)),
-                )
-            for marker in page.get("DeleteMarkers", []):
-                yield VersionEntry(
-                    key=marker["Key"],
-                    version_id=marker.get("VersionId") or "null",
-                    is_latest=bool(marker.get("IsLatest")),
-                    is_delete_marker=True,
-                    last_modified=marker["LastModified"],
-                )
-            seen += len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
-            if progress is not None:
-                progress(seen)
+        try:
+            marker: tuple[str, str | None] | None = None
+            first_key: str | None = None
+            pages = 0
+            while True:
+                page = _fetch_page(client, bucket, prefix, marker, page_size)
+                pages += 1
+                if first_key is None and page.rows:
+                    first_key = min(row.key for row in page.rows)
+                seen += len(page.rows)
+                yield from page.rows
+                if progress is not None:
+                    progress(seen)
+                gc.freeze()
+                if page.next is None:
+                    return
+                marker = page.next
+                if concurrency > 1 and pages >= sequential_pages:
+                    break
+            listing = _ParallelListing(client, bucket, prefix, marker, concurrency, page_size)
+            listing.density = seen / max(_width(first_key or prefix, marker[0], prefix), 1e-30)
+            for rows in listing.pages():
+                seen += len(rows)
+                yield from rows
+                if progress is not None:
+                    progress(seen)
+                gc.freeze()
+        finally:
+            gc.unfreeze()
     except (ClientError, BotoCoreError) as exc:
         raise describe_error(exc, f"listing s3://{bucket}/{prefix}") from None
+
+
+@dataclass(frozen=True)
+class _Page:
+    rows: list[VersionEntry]
+    next: tuple[str, str | None] | None  # (key marker, version id marker) if truncated
+
+
+def _fetch_page(
+    client: S3Client, bucket: str, prefix: str, marker: tuple[str, str | None] | None, page_size: int
+) -> _Page:
+    """One ListObjectVersions page after ``marker`` (None: the prefix's first)."""
+    params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+    if marker is not None:
+        params["KeyMarker"] = marker[0]
+        if marker[1] is not None:
+            params["VersionIdMarker"] = marker[1]
+    page = client.list_object_versions(**params)
+    rows = [
+        VersionEntry(
+            key=version["Key"],
+            version_id=version.get("VersionId") or "null",
+            is_latest=bool(version.get("IsLatest")),
+            is_delete_marker=False,
+            last_modified=version["LastModified"],
+            etag=version.get("ETag", "").strip('"'),
+            size=int(version.get("Size", 0)),
+        )
+        for version in page.get("Versions", [])
+    ]
+    rows.extend(
+        VersionEntry(
+            key=marker_row["Key"],
+            version_id=marker_row.get("VersionId") or "null",
+            is_latest=bool(marker_row.get("IsLatest")),
+            is_delete_marker=True,
+            last_modified=marker_row["LastModified"],
+        )
+        for marker_row in page.get("DeleteMarkers", [])
+    )
+    following: tuple[str, str | None] | None = None
+    if page.get("IsTruncated"):
+        next_key = page.get("NextKeyMarker")
+        if not next_key:  # S3 always sends it with a truncated page; never loop on nothing
+            raise ServiceError(f"S3 listing of s3://{bucket}/{prefix} is truncated but names no next key")
+        following = (next_key, page.get("NextVersionIdMarker") or None)
+    return _Page(rows, following)
+
+
+def _first_current_key_after(client: S3Client, bucket: str, prefix: str, after: str) -> str | None:
+    """The first key under ``prefix`` after ``after`` that has a current version
+    (one ListObjectsV2 of one key: S3 and the servers bmxgc supports all start
+    strictly after any ``StartAfter`` string, key or not)."""
+    answer = client.list_objects_v2(Bucket=bucket, Prefix=prefix, StartAfter=after, MaxKeys=1)
+    contents = answer.get("Contents", [])
+    return str(contents[0]["Key"]) if contents else None
+
+
+@dataclass
+class _Range:
+    """The versions of keys from ``head`` (or after ``floor``) up to, not
+    including, ``end`` (None: the end of the prefix).
+
+    A range found by a split starts at a key ``head`` that exists: first the
+    versions of the keys that start with ``head`` (``Prefix=head``, a block
+    that is contiguous in S3's order and begins with ``head`` itself), then
+    the prefix after the block's last key (``KeyMarker`` = that key, and rows
+    at or before it dropped). So a range never starts at a marker that is not
+    a listed key: servers differ on such markers (moto skips the first version
+    after one), never on these.
+    """
+
+    listing: str  # the Prefix of the next request: the range's head while in its block, then the prefix's
+    marker: tuple[str, str | None] | None
+    end: str | None
+    floor: str | None = None  # rows at or before this key were listed already
+    position: str = ""  # the last key listed (or the head): where a split may start
+    pages: deque[list[VersionEntry]] = field(default_factory=deque)
+    done: bool = False
+    busy: bool = False
+    probing: bool = False
+    hint: str | None = None  # no current key between this and ``end`` at the last probe
+    last_key: str | None = None
+
+
+class _ParallelListing:
+    """The rest of a prefix listed over several connections, yielded in key order.
+
+    The key space after the sequential pages is one range. A connection with
+    nothing to do takes the widest range being listed, picks a string about
+    halfway between where it is and its end (``midpoint``), and asks S3 for
+    the first key after it (``_first_current_key_after``, one small request).
+    If that key lies inside the range, the range is split there: the listing
+    connection stops before the key, the idle one starts at it. Every key
+    falls in exactly one range: a range keeps the rows below its ``end`` and
+    a split sets ``end`` to the new range's ``head``. Rows a page brings from
+    beyond its range's end are dropped (the next range lists them). Pages
+    wait in key order; a connection ahead of the reader by ``buffer`` pages
+    waits, except the one listing the range being read.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        prefix: str,
+        start: tuple[str, str | None],
+        concurrency: int,
+        page_size: int,
+    ) -> None:
+        self.page_size = page_size
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.concurrency = concurrency
+        self.buffer = 4 * concurrency
+        self.ranges: list[_Range] = [_Range(listing=prefix, marker=start, end=None, position=start[0])]
+        self.cond = threading.Condition()
+        self.error: BaseException | None = None
+        self.closed = False
+        self.buffered = 0
+        self.density = 0.0  # rows per unit of ``_width``, from what is listed so far
+
+    def pages(self) -> Iterator[list[VersionEntry]]:
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="bmxgc-list")
+        try:
+            for _ in range(self.concurrency):
+                pool.submit(self._work)
+            while True:
+                with self.cond:
+                    while True:
+                        if self.error is not None:
+                            raise self.error
+                        head = self.ranges[0] if self.ranges else None
+                        if head is None:
+                            return
+                        if head.pages:
+                            rows = head.pages.popleft()
+                            self.buffered -= 1
+                            self.cond.notify_all()
+                            break
+                        if head.done:
+                            self.ranges.pop(0)
+                            self.cond.notify_all()
+                            continue
+                        self.cond.wait(1.0)
+                yield rows
+        finally:
+            with self.cond:
+                self.closed = True
+                self.cond.notify_all()
+            pool.shutdown(wait=True)
+
+    def _work(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    job = self._next_job()
+                    if job is None:
+                        return
+                    if isinstance(job, tuple):
+                        target, middle = job
+                    else:
+                        job.busy = True
+                        listing, marker = job.listing, job.marker
+                if isinstance(job, tuple):
+                    found = _first_current_key_after(self.client, self.bucket, self.prefix, middle)
+                    with self.cond:
+                        target.probing = False
+                        self._split_at(target, middle, found)
+                        self.cond.notify_all()
+                    continue
+                page = _fetch_page(self.client, self.bucket, listing, marker, self.page_size)
+                with self.cond:  # one step: no other connection may take the range meanwhile
+                    self._take(job, page)
+                    job.busy = False
+                    self.cond.notify_all()
+        except BaseException as exc:  # handed to the reader, raised there
+            with self.cond:
+                if self.error is None:
+                    self.error = exc
+                self.cond.notify_all()
+
+    def _next_job(self) -> _Range | tuple[_Range, str] | None:
+        """Under the lock: a range to fetch a page of, or a range to probe for
+        a split (and where); None when everything is listed (or the reader left)."""
+        while True:
+            if self.closed or self.error is not None:
+                return None
+            live = [r for r in self.ranges if not r.done]
+            if not live:
+                return None
+            head = self.ranges[0]
+            ahead = self.buffered >= self.buffer
+            idle = [r for r in live if not r.busy and (r is head or not ahead)]
+            if idle:
+                return idle[0]
+            if not ahead and len(live) < self.concurrency:
+                probe = self._widest()
+                if probe is not None:
+                    probe[0].probing = True
+                    return probe
+            self.cond.wait(1.0)
+
+    def _widest(self) -> tuple[_Range, str] | None:
+        best: tuple[float, _Range, str] | None = None
+        for r in self.ranges:
+            if r.done or not r.busy or r.probing:
+                continue
+            bound = r.end if r.hint is None or (r.end is not None and r.end < r.hint) else r.hint
+            middle = midpoint(r.position, bound, self.prefix)
+            if middle is None:
+                continue
+            width = _width(r.position, bound, self.prefix)
+            if self.density * width < 2 * MIN_SPLIT_PAGES * self.page_size:
+                continue  # not worth its requests
+            if best is None or width > best[0]:
+                best = (width, r, middle)
+        return None if best is None else (best[1], best[2])
+
+    def _split_at(self, target: _Range, middle: str, found: str | None) -> None:
+        """Under the lock: split ``target`` at ``found``, the first current key
+        after ``middle``, if the range has not listed that far yet."""
+        inside = (
+            found is not None
+            and not target.done
+            and target.position < found
+            and (target.end is None or found < target.end)
+        )
+        if not inside or found is None:
+            target.hint = middle  # nothing current between here and the end: aim lower next time
+            return
+        new = _Range(listing=found, marker=None, end=target.end, position=found, hint=target.hint)
+        target.end = found
+        self.ranges.insert(self.ranges.index(target) + 1, new)
+
+    def _take(self, job: _Range, page: _Page) -> None:
+        """Under the lock: keep the page's rows that are the range's (its end
+        may have moved down while the page was on its way)."""
+        rows = page.rows
+        end, floor = job.end, job.floor
+        if floor is not None:
+            rows = [row for row in rows if row.key > floor]
+        beyond = end is not None and any(not row.key < end for row in rows)
+        if beyond and end is not None:
+            rows = [row for row in rows if row.key < end]
+        if rows:
+            job.pages.append(rows)
+            self.buffered += 1
+            job.last_key = max(row.key for row in rows)
+            job.position = max(job.position, job.last_key)
+        if beyond:
+            job.done = True
+        elif page.next is not None:
+            job.marker = page.next
+            job.position = max(job.position, page.next[0])
+            if end is not None and not page.next[0] < end and page.next[1] is None:
+                job.done = True  # the next page would start at or after the end
+        elif job.listing != self.prefix:
+            # The head's block is listed: go on with the prefix after its last key.
+            if job.last_key is None:
+                raise ServiceError(
+                    f"S3 listing of s3://{self.bucket}/{self.prefix} changed while it was listed "
+                    f"({job.listing!r} was there a moment ago); run the command again"
+                )
+            job.listing, job.marker, job.floor = self.prefix, (job.last_key, None), job.last_key
+        else:
+            job.done = True
+
+
+def _utf8_after(a: str, b: str) -> bool:
+    """``a`` sorts after ``b`` in S3's order (UTF-8 bytes, which is code point order)."""
+    return a > b
+
+
+# Where a split point is taken from when nothing bounds it above: keys are
+# mostly made of digits, or letters, or ASCII, and a split point past the kind
+# of character the key has there would only find an empty range (one probe).
+_ASCII_END = 0x7F
+_UNICODE_END = 0x110000
+
+
+def _class_end(low: int) -> int:
+    """The end (exclusive) of the kind of character ``low`` is: digits, upper
+    or lower case letters, ASCII, the rest of Unicode."""
+    for first, end in ((0x30, 0x3A), (0x41, 0x5B), (0x61, 0x7B), (-1, _ASCII_END)):
+        if first <= low < end:
+            return end
+    return _UNICODE_END
+
+
+def midpoint(start: str, end: str | None, prefix: str) -> str | None:
+    """A key ``m`` with ``start < m`` and ``m < end`` (``end`` None: the end of
+    ``prefix``), about halfway, in S3's order; None if there is none worth
+    splitting at. Strings compare by code point, which is UTF-8 byte order;
+    ``m`` never holds a surrogate. Only how well the work is spread depends on
+    where ``m`` falls, never which keys are listed."""
+    if end is not None and not end > start:
+        return None
+    i = 0
+    if end is None:
+        if not start.startswith(prefix):
+            return None
+        i = len(prefix)
+    else:
+        while i < len(start) and i < len(end) and start[i] == end[i]:
+            i += 1
+    bounded = end is not None
+    for _ in range(len(start) + 2):
+        low = ord(start[i]) if i < len(start) else -1
+        if bounded and end is not None:
+            high = ord(end[i])
+        else:
+            high = _class_end(low)
+        if high - low >= 2:
+            middle = _xml_char_near((low + high) // 2, low, high)
+            return None if middle is None else start[:i] + chr(middle)
+        if low < 0:
+            return None
+        bounded = False  # start[:i+1] < end already: any continuation stays below it
+        i += 1
+    return None
+
+
+def _xml_char_near(middle: int, low: int, high: int) -> int | None:
+    """``middle``, or the nearest character strictly between ``low`` and ``high``
+    that XML can carry: S3 echoes the key marker in its answer, and a control
+    character, a surrogate or U+FFFE/U+FFFF there breaks it."""
+
+    def fits(c: int) -> bool:
+        return 0x20 <= c <= 0xD7FF or 0xE000 <= c <= 0xFFFD or 0x10000 <= c <= 0x10FFFF
+
+    for candidate in (middle, 0x20, 0xE000, 0x10000, 0xD7FF, 0xFFFD):
+        if low < candidate < high and fits(candidate):
+            if fits(middle):
+                return middle
+            return candidate
+    return None
+
+
+def _width(start: str, end: str | None, prefix: str) -> float:
+    """How much key space is left between ``start`` and ``end``, roughly."""
+
+    def position(key: str) -> float:
+        # Each character's rank within its kind (digits count in tens, letters in 26s).
+        value, scale = 0.0, 1.0
+        for char in key[len(prefix) : len(prefix) + 10]:
+            code = ord(char)
+            if 0x30 <= code <= 0x39:
+                rank, radix = code - 0x30, 10
+            elif 0x61 <= code <= 0x7A:
+                rank, radix = code - 0x61, 26
+            elif 0x41 <= code <= 0x5A:
+                rank, radix = code - 0x41, 26
+            else:
+                rank, radix = min(code, 127), 128
+            scale /= radix
+            value += rank * scale
+        return value
+
+    return abs((1.0 if end is None else position(end)) - position(start))
 
 
 def versioning_status(client: S3Client, bucket: str) -> str:

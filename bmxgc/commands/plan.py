@@ -54,7 +54,9 @@ def plan(
     undo_days = s3.noncurrent_expiry_days(client, bucket, prefix)
     store = plans_store(config, client)
     result = build_plan(
-        s3.list_versions(client, bucket, prefix, _stage(progress, "listing")),
+        s3.list_versions(
+            client, bucket, prefix, _stage(progress, "listing"), concurrency=config.s3.list_concurrency
+        ),
         references,
         config.references,
         config.safety,
