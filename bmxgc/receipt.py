@@ -54,14 +54,18 @@ def load_receipt(store: Store, name: str) -> Receipt:
     text = store.read(name)
     if text is None:
         raise InputNotFound(f"{store.location(name)}: receipt not found; check the path")
-    lines = store.read_journal(journal_name(name))
-    if lines is None:
-        return parse_receipt(text, store.location(name))
     try:
         receipt: Receipt | None = parse_receipt(text, store.location(name))
-    except PlanFileError:
-        receipt = None
+        failure: PlanFileError | None = None
+    except PlanFileError as exc:
+        receipt, failure = None, exc
     if receipt is not None and receipt.status != "in_progress":
+        return receipt  # written whole at the end: its journal is not read (no request in an s3:// plans_dir)
+    lines = store.read_journal(journal_name(name))
+    if lines is None:
+        if failure is not None:
+            raise failure
+        assert receipt is not None
         return receipt
     rebuilt = replay_journal(lines, store.location(journal_name(name)))
     if receipt is not None and receipt.plan_hash != rebuilt.plan_hash:
