@@ -218,7 +218,7 @@ class S3Store(Store):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-        self._lines: dict[str, int] = {}
+        self._lines: dict[str, list[tuple[str, str]]] = {}  # journal -> (key, version id) written
 
     def location(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{name}"
@@ -268,9 +268,10 @@ class S3Store(Store):
     # S3 has no append: each journal line is its own small object, NAME/00000001,
     # NAME/00000002, ...: one PUT of the line's own size, so the work stays linear.
     def append_line(self, name: str, line: str) -> None:
-        seq = self._lines.get(name, 0) + 1
-        s3.put_text(self.client, self.bucket, f"{self.prefix}{name}/{seq:08d}", line)
-        self._lines[name] = seq
+        written = self._lines.setdefault(name, [])
+        key = f"{self.prefix}{name}/{len(written) + 1:08d}"
+        version = s3.put_version(self.client, self.bucket, key, line.encode("utf-8"))
+        written.append((key, version[0] if version else "null"))
 
     def read_journal(self, name: str) -> str | None:
         folder = f"{self.prefix}{name}/"
@@ -280,7 +281,9 @@ class S3Store(Store):
         return "".join((s3.get_object_text(self.client, self.bucket, key) or ("", ""))[0] for key in keys)
 
     def remove_journal(self, name: str) -> None:
-        """Kept: the objects are small, and a final receipt is read without them."""
+        """Remove the versions this run wrote, by id: no delete marker, no trace."""
+        for key, version_id in self._lines.pop(name, []):
+            s3.delete_version(self.client, self.bucket, key, version_id)
 
     def names(self) -> list[str]:
         return sorted(

@@ -178,3 +178,36 @@ def test_undo_writes_its_record_linearly_and_a_killed_undo_leaves_its_intent_for
     assert not journal.exists()
     assert big.snapshot() == start
     assert written < 8 * record_path.stat().st_size, (written, record_path.stat().st_size)
+
+
+def test_in_an_s3_plans_dir_a_receipt_left_in_progress_is_rebuilt_from_its_journal_objects(bucket: Any) -> None:
+    """One object per journal line; the receipt object is not rewritten per
+    batch; a reader in another process (a fresh store) rebuilds it; the end
+    writes the receipt whole and removes the journal's versions by id."""
+    from bmxgc import s3
+    from bmxgc.model import DeletedEntry, ObjectVersion
+    from bmxgc.receipt import Journal, load_receipt
+    from bmxgc.store import S3Store
+
+    client = s3.make_client(bucket.endpoint, "us-east-1")
+    store = S3Store(client, bucket.name, "plans/")
+    journal = Journal.create(
+        store, "p.receipt.json", kind="apply", plan_hash="sha256:" + "a" * 64, bucket="b", prefix="books/",
+        overrides={}, undo_until=None,
+    )
+    first = [ObjectVersion(key=f"books/{i}", version_id=f"v{i}", etag="e", size=1, last_modified="2026-01-01T00:00:00Z") for i in range(3)]
+    journal.intend(first)
+    journal.record([DeletedEntry(key=o.key, version_id=o.version_id, delete_marker_version_id="m") for o in first], [])
+    journal.intend(first[:1])
+    on_s3 = json.loads(client.get_object(Bucket=bucket.name, Key="plans/p.receipt.json")["Body"].read())
+    assert on_s3["deleted"] == [] and on_s3["status"] == "in_progress"  # written once at the start
+
+    rebuilt = load_receipt(S3Store(client, bucket.name, "plans/"), "p.receipt.json")
+    assert [d.key for d in rebuilt.deleted] == ["books/0", "books/1", "books/2"]
+    assert [k.key for batch in rebuilt.pending for k in batch.keys] == ["books/0"]
+
+    journal.finish(failed=True)
+    final = load_receipt(S3Store(client, bucket.name, "plans/"), "p.receipt.json")
+    assert final.status == "partial" and len(final.deleted) == 3 and len(final.pending) == 1
+    left = client.list_object_versions(Bucket=bucket.name, Prefix="plans/p.receipt.journal/")
+    assert not left.get("Versions") and not left.get("DeleteMarkers")
