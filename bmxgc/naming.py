@@ -16,6 +16,7 @@ LOCK_FOLDER = ".bmxgc/"
 DOCUMENT_SUFFIX = ".json"
 RECEIPT_SUFFIX = ".receipt.json"
 UNDO_SUFFIX = ".undo.json"
+JOURNAL_SUFFIX = ".journal"  # STEM.receipt.journal: the receipt's write-ahead lines while a run goes on
 _HASH_PREFIX = "sha256:"
 
 

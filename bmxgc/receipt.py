@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bmxgc.errors import AlreadyExists, GateRefused, InputNotFound, PlanFileError
 from bmxgc.model import (
@@ -34,7 +34,7 @@ from bmxgc.model import (
     utc_now,
     who,
 )
-from bmxgc.naming import RECEIPT_SUFFIX, is_plan_name, receipt_for_plan
+from bmxgc.naming import JOURNAL_SUFFIX, RECEIPT_SUFFIX, is_plan_name, receipt_for_plan
 from bmxgc import planfile
 from bmxgc.planfile import strict_json
 from bmxgc.store import Store
@@ -49,10 +49,76 @@ def parse_receipt(text: str, source: str) -> Receipt:
 
 
 def load_receipt(store: Store, name: str) -> Receipt:
+    """A receipt; one still ``in_progress`` (or torn by a crash while it was
+    kept current) whose journal exists is rebuilt from its journal."""
     text = store.read(name)
     if text is None:
         raise InputNotFound(f"{store.location(name)}: receipt not found; check the path")
-    return parse_receipt(text, store.location(name))
+    try:
+        receipt: Receipt | None = parse_receipt(text, store.location(name))
+        failure: PlanFileError | None = None
+    except PlanFileError as exc:
+        receipt, failure = None, exc
+    if receipt is not None and receipt.status != "in_progress":
+        return receipt  # written whole at the end: its journal is not read (no request in an s3:// plans_dir)
+    lines = store.read_journal(journal_name(name))
+    if lines is None:
+        if failure is not None:
+            raise failure
+        assert receipt is not None
+        return receipt
+    rebuilt = replay_journal(lines, store.location(journal_name(name)))
+    if receipt is not None and receipt.plan_hash != rebuilt.plan_hash:
+        raise PlanFileError(
+            f"{store.location(journal_name(name))}: the journal is for plan {rebuilt.plan_hash}, its receipt "
+            f"for {receipt.plan_hash}; move the journal out of plans_dir"
+        )
+    return rebuilt
+
+
+def replay_journal(text: str, source: str) -> Receipt:
+    """The receipt a journal's lines describe: the first line's receipt, each
+    batch's intent in ``pending`` until its outcome moves it to ``deleted``,
+    ``restored`` or ``errors``. A last line without its newline was cut off by
+    a crash while it was written: its request was never sent."""
+    lines = text.split("\n")
+    lines = lines[:-1]  # the part after the last newline: empty, or a line cut off
+    try:
+        doc: dict[str, Any] | None = None
+        pending: list[Any] = []
+        deleted: list[Any] = []
+        errors: list[Any] = []
+        restored: list[Any] = []
+        for line in lines:
+            entry = strict_json(line)
+            if not isinstance(entry, dict) or len(entry) != 1:
+                raise ValueError("a line is not one journal entry")
+            (what, value), = entry.items()
+            if what == "receipt" and doc is None:
+                doc = dict(value)
+            elif doc is None:
+                raise ValueError("the first line is not the receipt")
+            elif what == "intend":
+                pending.append(value)
+            elif what == "record":
+                deleted += value["deleted"]
+                errors += value["errors"]
+                pending = []
+            elif what == "restored":
+                restored += value["restored"]
+                errors += value["errors"]
+            else:
+                raise ValueError(f"unknown entry {what!r}")
+        if doc is None:
+            raise ValueError("it is empty")
+        doc.update(deleted=deleted, errors=errors, pending=pending, restored=restored)
+        return Receipt.model_validate(doc)
+    except ValidationError as exc:
+        raise PlanFileError(
+            f"{source}: not a valid journal: {describe_validation_error(exc, unknown='unknown field')}"
+        ) from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise PlanFileError(f"{source}: not a journal: {exc}") from None
 
 
 # Receipts can hold hundreds of thousands of keys, but start with the fields
@@ -247,15 +313,29 @@ def already_applied(receipt_location: str) -> GateRefused:
 
 
 class Journal:
-    """The receipt of one apply or recover, kept in its store as the work goes.
+    """The receipt of one apply or recover, kept as a write-ahead journal.
 
-    ``create`` refuses an existing receipt: a plan is applied once.
+    ``create`` writes the receipt (``in_progress``, nothing done yet) and
+    refuses an existing one: a plan is applied once. Then each batch's intent
+    and outcome is appended to the journal beside it (``STEM.receipt.journal``,
+    one fsynced JSON line each; in an ``s3://`` plans_dir one small object per
+    line under ``STEM.receipt.journal/``): the work written per batch is the
+    batch's own, so a run costs time linear in its objects. In a local
+    plans_dir the receipt file is also kept current in place (the new entries
+    and the short tail after them, not the whole file), so that it can be read
+    at any moment; the journal is what is durable. ``finish`` writes the
+    receipt whole, once, atomically, then removes the journal. A receipt still
+    ``in_progress`` whose journal exists is rebuilt from the journal when read
+    (``load_receipt``).
     """
 
     def __init__(self, store: Store, name: str, receipt: Receipt) -> None:
         self.store = store
         self.name = name
         self.receipt = receipt
+        self.journal_name = journal_name(name)
+        self._grows = "restored" if receipt.kind == "recover" else "deleted"
+        self._view: _View | None = None
 
     @property
     def location(self) -> str:
@@ -290,36 +370,118 @@ class Journal:
                 "prefix_versions": prefix_versions,
             }
         )
+        journal = cls(store, name, receipt)
+        view = _View(journal._grows, receipt)
         try:
-            store.create(name, planfile.render(receipt))
+            store.create(name, view.text(receipt))
         except AlreadyExists:
             raise already_applied(store.location(name)) from None
-        return cls(store, name, receipt)
+        if store.rewrites_in_place:
+            journal._view = view
+        store.append_line(journal.journal_name, _line({"receipt": planfile.document(receipt)}))
+        return journal
 
-    def _update(self, **changes: Any) -> None:
-        self.receipt = self.receipt.model_copy(update=changes)
-        self.store.replace(self.name, planfile.render(self.receipt))
+    def _append(self, entry: dict[str, Any]) -> None:
+        self.store.append_line(self.journal_name, _line(entry))
+
+    def _show(self, added: Sequence[Any]) -> None:
+        """Keep the local receipt file current: the new entries and the tail after them."""
+        if self._view is not None:
+            at, data = self._view.update(added, self.receipt)
+            self.store.rewrite_from(self.name, at, data)
 
     def intend(self, batch: Sequence[ObjectVersion]) -> None:
-        """Record a batch before its request is sent."""
+        """Journal a batch before its request is sent."""
         pending = PendingBatch(sent_at=rfc3339(utc_now()), keys=list(batch))
-        self._update(pending=[*self.receipt.pending, pending])
+        self.receipt.pending.append(pending)
+        self._append({"intend": planfile.document(pending)})
+        self._show([])
 
     def record(self, deleted: Sequence[DeletedEntry], errors: Sequence[KeyFailure]) -> None:
-        """Record the answer to the pending batch and clear it."""
-        self._update(
-            deleted=[*self.receipt.deleted, *deleted],
-            errors=[*self.receipt.errors, *errors],
-            pending=[],
-        )
+        """Journal the answer to the pending batch and clear it. The answer is
+        kept in memory first: a journal that cannot be written still lets the
+        run say what was deleted."""
+        self.receipt.deleted.extend(deleted)
+        self.receipt.errors.extend(errors)
+        self.receipt.pending.clear()
+        self._append({"record": {"deleted": _docs(deleted), "errors": _docs(errors)}})
+        self._show(deleted)
 
     def record_restored(self, restored: Sequence[RestoredEntry], errors: Sequence[KeyFailure]) -> None:
-        """Record what one batch of a recover brought back."""
-        self._update(
-            restored=[*self.receipt.restored, *restored],
-            errors=[*self.receipt.errors, *errors],
-        )
+        """Journal what one batch of a recover brought back."""
+        self.receipt.restored.extend(restored)
+        self.receipt.errors.extend(errors)
+        self._append({"restored": {"restored": _docs(restored), "errors": _docs(errors)}})
+        self._show(restored)
 
     def finish(self, *, failed: bool = False) -> None:
+        """Write the receipt whole, once, then drop the journal it now holds."""
         partial = failed or bool(self.receipt.errors) or bool(self.receipt.pending)
-        self._update(status="partial" if partial else "complete", finished_at=rfc3339(utc_now()))
+        self.receipt = self.receipt.model_copy(
+            update={"status": "partial" if partial else "complete", "finished_at": rfc3339(utc_now())}
+        )
+        self._view = None
+        self.store.replace(self.name, planfile.render(self.receipt))
+        self.store.remove_journal(self.journal_name)
+
+
+def journal_name(receipt_name: str) -> str:
+    """``STEM.receipt.json`` -> ``STEM.receipt.journal``."""
+    return receipt_name.removesuffix(".json") + JOURNAL_SUFFIX
+
+
+def _docs(entries: Sequence[BaseModel]) -> list[dict[str, Any]]:
+    return [planfile.document(e) for e in entries]
+
+
+def _line(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def _row(entry: Any) -> str:
+    doc = entry if isinstance(entry, dict) else planfile.document(entry)
+    return json.dumps(doc, ensure_ascii=False, separators=(", ", ": "))
+
+
+class _View:
+    """The receipt file while a run goes on: every field but the growing list
+    (``deleted``, or ``restored`` for recover) and what follows it is written
+    once; each batch writes its new entries at the end of that list and the
+    short tail after it (errors, pending, status)."""
+
+    def __init__(self, grows: str, receipt: Receipt) -> None:
+        self.grows = grows
+        doc = receipt.model_dump(mode="json")
+        self.tail_fields = [f for f in ("deleted", "errors", "pending", "restored") if f != grows]
+        self.tail_fields += ["status", "finished_at"]
+        head = [f for f in doc if f not in self.tail_fields and f != grows]
+        lines = ["{"] + [f"  {json.dumps(f)}: {json.dumps(doc[f], ensure_ascii=False)}," for f in head]
+        self.head = ("\n".join(lines) + f"\n  {json.dumps(grows)}: [").encode("utf-8")
+        self.end = len(self.head)  # where the growing list's entries end
+        self.count = 0
+
+    def _tail(self, receipt: Receipt) -> bytes:
+        doc = receipt.model_dump(mode="json", include=set(self.tail_fields))
+        parts = []
+        for field in self.tail_fields:
+            value = doc[field]
+            if isinstance(value, list):
+                text = "[" + ", ".join(_row(v) for v in value) + "]"
+            else:
+                text = json.dumps(value)
+            parts.append(f"  {json.dumps(field)}: {text}")
+        return ("\n  ],\n" + ",\n".join(parts) + "\n}\n").encode("utf-8")
+
+    def text(self, receipt: Receipt) -> str:
+        return (self.head + self._tail(receipt)).decode("utf-8")
+
+    def update(self, added: Sequence[Any], receipt: Receipt) -> tuple[int, bytes]:
+        at = self.end
+        rows = b""
+        if added:
+            rows = ("".join(("," if self.count or i else "") + "\n    " + _row(e) for i, e in enumerate(added))).encode(
+                "utf-8"
+            )
+            self.count += len(added)
+        self.end = at + len(rows)
+        return at, rows + self._tail(receipt)

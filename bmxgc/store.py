@@ -52,6 +52,25 @@ class Store(ABC):
     def exists(self, name: str) -> bool:
         return self.read(name) is not None
 
+    # A receipt's journal: lines appended durably, read back whole after a crash.
+    rewrites_in_place = False
+
+    @abstractmethod
+    def append_line(self, name: str, line: str) -> None:
+        """Append one line to journal ``name`` durably (fsynced, or one PUT)."""
+
+    @abstractmethod
+    def read_journal(self, name: str) -> str | None:
+        """Journal ``name``'s lines, or None if there is none."""
+
+    @abstractmethod
+    def remove_journal(self, name: str) -> None:
+        """Drop a journal whose receipt now holds all of it."""
+
+    def rewrite_from(self, name: str, offset: int, data: bytes) -> None:
+        """Replace a document's bytes from ``offset`` on (stores with ``rewrites_in_place``)."""
+        raise NotImplementedError
+
 
 def _exists_error(location: str) -> AlreadyExists:
     return AlreadyExists(f"{location}: already exists; plans and receipts are never overwritten")
@@ -118,6 +137,46 @@ class LocalStore(Store):
             raise PlanFileError(f"{path}: cannot read it: {exc}") from None
         return data[:size], len(data) <= size
 
+    rewrites_in_place = True
+
+    def append_line(self, name: str, line: str) -> None:
+        path = self.folder / name
+        data = line.encode("utf-8")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise self._write_error(exc) from None
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)
+            except OSError as exc:
+                os.ftruncate(fd, size)  # no half line left behind
+                raise self._write_error(exc) from None
+        finally:
+            os.close(fd)
+        if size == 0:
+            self._sync_folder()
+
+    def read_journal(self, name: str) -> str | None:
+        return self.read(name)
+
+    def remove_journal(self, name: str) -> None:
+        (self.folder / name).unlink(missing_ok=True)
+        self._sync_folder()
+
+    def rewrite_from(self, name: str, offset: int, data: bytes) -> None:
+        # Not fsynced: the journal is what is durable; this keeps the file readable.
+        try:
+            with (self.folder / name).open("r+b") as handle:
+                handle.seek(offset)
+                handle.write(data)
+                handle.truncate()
+        except OSError as exc:
+            raise self._write_error(exc) from None
+
     def names(self) -> list[str]:
         if not self.folder.is_dir():
             return []
@@ -159,6 +218,7 @@ class S3Store(Store):
         self.client = client
         self.bucket = bucket
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self._lines: dict[str, list[tuple[str, str]]] = {}  # journal -> (key, version id) written
 
     def location(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{name}"
@@ -204,6 +264,26 @@ class S3Store(Store):
 
     def read_head(self, name: str, size: int) -> tuple[bytes, bool] | None:
         return s3.get_object_head(self.client, self.bucket, self.prefix + name, size)
+
+    # S3 has no append: each journal line is its own small object, NAME/00000001,
+    # NAME/00000002, ...: one PUT of the line's own size, so the work stays linear.
+    def append_line(self, name: str, line: str) -> None:
+        written = self._lines.setdefault(name, [])
+        key = f"{self.prefix}{name}/{len(written) + 1:08d}"
+        version = s3.put_version(self.client, self.bucket, key, line.encode("utf-8"))
+        written.append((key, version[0] if version else "null"))
+
+    def read_journal(self, name: str) -> str | None:
+        folder = f"{self.prefix}{name}/"
+        keys = sorted(s3.list_keys(self.client, self.bucket, folder))
+        if not keys:
+            return None
+        return "".join((s3.get_object_text(self.client, self.bucket, key) or ("", ""))[0] for key in keys)
+
+    def remove_journal(self, name: str) -> None:
+        """Remove the versions this run wrote, by id: no delete marker, no trace."""
+        for key, version_id in self._lines.pop(name, []):
+            s3.delete_version(self.client, self.bucket, key, version_id)
 
     def names(self) -> list[str]:
         return sorted(

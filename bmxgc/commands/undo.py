@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -27,8 +28,8 @@ from bmxgc.model import (
     utc_now,
     who,
 )
-from bmxgc.naming import undo_record_name
-from bmxgc.planfile import UNDO_RECORD, read, render
+from bmxgc.naming import JOURNAL_SUFFIX, undo_record_name
+from bmxgc.planfile import UNDO_RECORD, read, render, strict_json
 from bmxgc.receipt import load_receipt, newest_receipt
 from bmxgc.undo_decision import Restore, RestorePlan, Skip, Window, apply_window, plan_undo, targets
 from bmxgc.results import UndoResult
@@ -214,7 +215,26 @@ def _earlier_runs(store: Store, record_name: str) -> list[UndoRun]:
             f"{location}: the undo record is unreadable ({str(exc).removeprefix(location + ': ')}); "
             "move it aside and undo again"
         ) from None
-    return list(record.runs)
+    runs = list(record.runs)
+    # A run killed before its end is 'in_progress' with what it intended in the journal beside the record.
+    lines = store.read_journal(undo_journal_name(record_name))
+    if runs and runs[-1].status == "in_progress" and lines is not None:
+        intended = list(runs[-1].intended or [])
+        for line in lines.split("\n")[:-1]:  # a last line without its newline was cut off: never sent
+            try:
+                intended += [str(key) for key in strict_json(line)["intend"]]
+            except (ValueError, TypeError, KeyError):
+                raise PlanFileError(
+                    f"{store.location(undo_journal_name(record_name))}: not an undo journal; move it aside and "
+                    "undo again"
+                ) from None
+        runs[-1] = runs[-1].model_copy(update={"intended": intended})
+    return runs
+
+
+def undo_journal_name(record_name: str) -> str:
+    """``STEM.undo.json`` -> ``STEM.undo.journal``: a run's intent, a line per batch."""
+    return record_name.removesuffix(".json") + JOURNAL_SUFFIX
 
 
 Marker = tuple[str, str]  # key, the delete marker's version id
@@ -262,12 +282,28 @@ class _Record:
             at=rfc3339(utc_now()), by=who(), status="in_progress", intended=[], took_over_lock=took_over
         )
         self.errors: list[KeyError_] = []  # markers S3 did not remove
+        self._started = False
 
     # The executor's journal: intent before each request, S3's errors after it.
+    # The record is written when the first batch goes out and at the end; each
+    # batch's keys are appended to the journal beside it (linear, not the whole
+    # record per batch), which the next undo reads back if this one is killed.
     def intend(self, batch: Sequence[Marker]) -> None:
         keys = [key for key, _marker in batch]
-        self.run = self.run.model_copy(update={"intended": [*(self.run.intended or []), *keys]})
-        self._write()
+        journal = undo_journal_name(self.name)
+        try:
+            if not self._started:
+                self._started = True
+                self._write()  # the earlier runs, with a killed run's intent read back from its journal
+                self.store.remove_journal(journal)
+        except (OSError, BmxgcError):
+            pass
+        if self.run.intended is not None:
+            self.run.intended.extend(keys)
+        try:
+            self.store.append_line(journal, json.dumps({"intend": keys}, ensure_ascii=False) + "\n")
+        except (OSError, BmxgcError):
+            pass  # a log, not a guard: finish reports a record it cannot write
 
     def record(self, answer: list[KeyError_]) -> None:
         self.errors += answer
@@ -295,7 +331,13 @@ class _Record:
             errors=[KeyFailure(key=k, code=c, message=m) for k, c, m in result.errors],
             took_over_lock=self.took_over,
         )
-        return self._write()
+        failed = self._write()
+        if failed is None:
+            try:
+                self.store.remove_journal(undo_journal_name(self.name))
+            except OSError:
+                pass
+        return failed
 
     def _write(self) -> str | None:
         record = UndoRecord(
