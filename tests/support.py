@@ -244,3 +244,13 @@ def make_plan(
         ),
         now,
     )
+
+
+def refused(result: Any, gate: str) -> str:
+    """The CLI refused with exit 3, naming ``gate``, without a traceback, and
+    applied nothing. Returns stderr."""
+    assert result.code == 3, f"exit {result.code}\n{result.out}\n{result.err}"
+    assert f"refused by gate '{gate}'" in result.err, result.err
+    assert "Traceback" not in result.output
+    assert "Apply complete" not in result.out
+    return str(result.err)

@@ -17,16 +17,7 @@ import pytest
 from apply_support import PREFIX, World, build_world
 from bmxgc.errors import GateRefused
 from bmxgc.model import parse_rfc3339
-from support import spec_hash
-
-
-def refused(result: Any, gate: str) -> str:
-    """The CLI refused with exit 3, naming ``gate``, without a traceback."""
-    assert result.code == 3, f"exit {result.code}\n{result.out}\n{result.err}"
-    assert f"refused by gate '{gate}'" in result.err, result.err
-    assert "Traceback" not in result.output
-    assert "Apply complete" not in result.out
-    return str(result.err)
+from support import refused, spec_hash
 
 
 def apply_cli(cli: Any, world: World, plan: Path, *extra: str) -> Any:

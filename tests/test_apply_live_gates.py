@@ -15,15 +15,7 @@ from typing import Any
 import pytest
 
 from apply_support import PREFIX, World, build_world
-from support import assert_one_line_error, read_plan, spec_hash, write_toml
-
-
-def refused(result: Any, gate: str) -> str:
-    assert result.code == 3, f"exit {result.code}\n{result.out}\n{result.err}"
-    assert f"refused by gate '{gate}'" in result.err, result.err
-    assert "Traceback" not in result.output
-    assert "Apply complete" not in result.out
-    return str(result.err)
+from support import assert_one_line_error, read_plan, refused, spec_hash, write_toml
 
 
 def refused_unread(result: Any, named: str) -> str:
