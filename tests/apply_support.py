@@ -20,7 +20,7 @@ import functools
 import json
 import math
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +32,7 @@ import botocore.session
 import pytest
 
 from servers import Database
-from support import LOCK_FOLDER, config_doc, write_toml
+from support import LOCK_FOLDER, LOCKS, config_doc, write_toml
 
 # One botocore data loader for every session: the same model files, parsed once.
 _shared_loader = functools.lru_cache(maxsize=None)(botocore.loaders.create_loader)
@@ -512,3 +512,20 @@ def plain_client(endpoint: str) -> Any:
 
 def all_keys(items: Iterable[dict[str, Any]]) -> list[str]:
     return sorted(i["key"] for i in items)
+
+
+def plant_foreign_lock(world: World, age: timedelta) -> dict[str, Any]:
+    """A lock on books/ taken ``age`` ago by an apply on another machine (alive
+    or dead: from here nobody can tell); S3's answer to its PUT."""
+    holder = {
+        "user": "ghost",
+        "host": "build-box-9",
+        "pid": "4242",
+        "command": "apply",
+        "plan_hash": "sha256:" + "c" * 64,
+        "bucket": world.name,
+        "prefix": "books/",
+        "acquired_at": (datetime.now(timezone.utc) - age).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    key = LOCKS + "books%2F.json"
+    return dict(world.client.put_object(Bucket=world.name, Key=key, Body=json.dumps(holder).encode()))

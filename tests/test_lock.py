@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from apply_support import Hooks, World, request_error
+from apply_support import Hooks, World, plant_foreign_lock, request_error
 from bmxgc.errors import GateRefused
 from bmxgc.model import rfc3339, utc_now
 from ops_support import versions
@@ -30,18 +30,7 @@ LOCK_KEY = LOCKS + "books%2F.json"
 
 def plant_stale_lock(world: World, age: timedelta) -> str:
     """A lock left by an apply on another machine that died ``age`` ago; its ETag."""
-    holder = {
-        "user": "ghost",
-        "host": "build-box-9",
-        "pid": "4242",
-        "command": "apply",
-        "plan_hash": "sha256:" + "c" * 64,
-        "bucket": world.name,
-        "prefix": "books/",
-        "acquired_at": rfc3339(utc_now() - age),
-    }
-    answer = world.client.put_object(Bucket=world.name, Key=LOCK_KEY, Body=json.dumps(holder).encode())
-    return str(answer["ETag"])
+    return str(plant_foreign_lock(world, age)["ETag"])
 
 
 def lock_etag(world: World) -> str | None:

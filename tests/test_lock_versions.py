@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from apply_support import World
+from apply_support import World, plant_foreign_lock
 from support import LOCKS
 from bmxgc.model import rfc3339, utc_now
 from ops_support import versions
@@ -107,20 +107,9 @@ def without_latest(rows: set[Any]) -> set[Any]:
     return {(k, v, m, e, s) for k, v, m, _latest, e, s in rows}
 
 
-def plant_foreign_lock(world: World) -> str:
+def plant_live_foreign_lock(world: World) -> str:
     """A live lock of an apply running on another machine; its version id."""
-    holder = {
-        "user": "ghost",
-        "host": "build-box-9",
-        "pid": "4242",
-        "command": "apply",
-        "plan_hash": "sha256:" + "c" * 64,
-        "bucket": world.name,
-        "prefix": "books/",
-        "acquired_at": rfc3339(utc_now() - timedelta(seconds=30)),
-    }
-    answer = world.client.put_object(Bucket=world.name, Key=LOCK_KEY, Body=json.dumps(holder).encode())
-    return str(answer["VersionId"])
+    return str(plant_foreign_lock(world, timedelta(seconds=30))["VersionId"])
 
 
 def assert_only_intended_markers(world: World, before: set[Any], after: set[Any]) -> None:
@@ -164,7 +153,7 @@ def test_apply_against_a_foreign_live_lock_is_refused_and_the_lock_is_intact(
     world: World, tmp_path: Path, strip: bool
 ) -> None:
     plan = world.plan()
-    foreign = plant_foreign_lock(world)
+    foreign = plant_live_foreign_lock(world)
     before = everything(world)
     proc = start(tmp_path, ["-c", str(world.config_path), "apply", str(plan), "--auto-approve"], strip=strip, count=1)
     code, out, err = finish(proc)
@@ -178,7 +167,7 @@ def test_apply_against_a_foreign_live_lock_is_refused_and_the_lock_is_intact(
 
 def test_unlock_removes_exactly_the_holders_version_and_leaves_no_marker(world: World, cli: Any) -> None:
     before = everything(world)
-    plant_foreign_lock(world)
+    plant_live_foreign_lock(world)
     result = cli("-c", world.config_path, "unlock", "--auto-approve")
     assert result.code == 0, result.output
     assert "ghost@build-box-9" in result.out
