@@ -812,22 +812,6 @@ def delete_batch(
     return DeleteOutcome(deleted=deleted, errors=errors)
 
 
-def put_if_absent(client: S3Client, bucket: str, key: str, body: bytes) -> str | None:
-    """Create ``key`` only if it has no current version; its ETag, or None if taken."""
-    try:
-        answer = client.put_object(
-            Bucket=bucket, Key=key, Body=body, IfNoneMatch="*", ContentType="application/json"
-        )
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code")
-        if code in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
-            return None
-        raise describe_error(exc, f"writing s3://{bucket}/{key}") from None
-    except BotoCoreError as exc:
-        raise describe_error(exc, f"writing s3://{bucket}/{key}") from None
-    return str(answer.get("ETag", "")).strip('"')
-
-
 def get_object_bytes(client: S3Client, bucket: str, key: str) -> tuple[bytes, str] | None:
     """The bytes and ETag of ``key``'s current version, or None if there is none."""
     try:
@@ -867,19 +851,6 @@ def get_object_head(client: S3Client, bucket: str, key: str, size: int) -> tuple
     data = answer["Body"].read()
     total = str(answer.get("ContentRange", "")).rpartition("/")[2]
     return data, not total.isdigit() or int(total) <= len(data)
-
-
-def delete_if_match(client: S3Client, bucket: str, key: str, etag: str) -> bool:
-    """Delete ``key`` if its current ETag is ``etag``; False if it changed or is gone."""
-    try:
-        client.delete_object(Bucket=bucket, Key=key, IfMatch=f'"{etag}"')
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "NoSuchKey", "412", "404"):
-            return False
-        raise describe_error(exc, f"deleting s3://{bucket}/{key}") from None
-    except BotoCoreError as exc:
-        raise describe_error(exc, f"deleting s3://{bucket}/{key}") from None
-    return True
 
 
 def put_text(client: S3Client, bucket: str, key: str, text: str) -> None:
