@@ -58,6 +58,7 @@ import s3_endpoint  # noqa: E402 - after the sys.path insert
 from s3_endpoint import BUCKET, PREFIX, book_key  # noqa: E402
 
 VARIANTS = ("ref90", "orphans")
+STEPS = ("plan", "verify", "show", "diff", "apply", "undo")
 
 
 # --------------------------------------------------------------------------
@@ -270,6 +271,43 @@ def plan_stats(path: Path) -> dict[str, Any]:
     raise ValueError("no stats in the plan's first 64 KiB")
 
 
+def second_plan(plan_path: Path, out: Path) -> int:
+    """A later plan of the same prefix for ``diff``: one orphan in 100 gone, made a second later.
+    Written by bmxgc's own code in this (unmeasured) process."""
+    from datetime import timedelta
+
+    from bmxgc.model import rfc3339
+    from bmxgc.planfile import load_plan, plan_chunks, seal
+    from bmxgc.store import LocalStore
+
+    plan = load_plan(plan_path)
+    kept = [o for n, o in enumerate(plan.orphans) if n % 100 != 50]
+    later = seal(plan.model_copy(update={"orphans": kept, "created_at": rfc3339(plan.created + timedelta(seconds=1))}))
+    LocalStore(out.parent).create(out.name, plan_chunks(later))
+    return len(plan.orphans) - len(kept)
+
+
+def plan_file_steps(sc: Scenario, plan_path: Path, workdir: Path, config: Path, endpoint: Endpoint,
+                    say: Any, check: Any, measured: Any) -> None:
+    """``bmxgc verify``, ``show`` and ``diff`` of the plan file, each against the naive
+    reading (json.load and the rehash of docs/plan-file.md; diff: two dicts by key)."""
+    later = workdir / "plan-later.json"
+    gone = second_plan(plan_path, later)
+    for who, step, cmd, expect in (
+        ("bmxgc", "verify", bmxgc(["-c", str(config), "verify", str(plan_path)]), "OK: "),
+        ("naive", "verify", naive(["verify", str(plan_path)]), '"orphans"'),
+        ("bmxgc", "show", bmxgc(["-c", str(config), "show", str(plan_path)]), f"Plan: {sc.orphans:,} to delete."),
+        ("naive", "show", naive(["verify", str(plan_path)]), '"orphans"'),
+        ("bmxgc", "diff", bmxgc(["-c", str(config), "diff", str(plan_path), str(later)]),
+         f"Diff: 0 added, {gone:,} removed, 0 changed."),
+        ("naive", "diff", naive(["diff", str(plan_path), str(later)]), f'"removed": {gone}'),
+    ):
+        say(f"{who} {step}")
+        r = measured(run_child(who, step, cmd, endpoint, workdir))
+        check(f"{who} {step} exits 0 and says {expect!r}",
+              None if r.rc == 0 and expect in r.output else f"exit {r.rc}: {r.output[-600:]}")
+
+
 def scenario(
     endpoint: Endpoint, objects: int, variant: str, workdir: Path, args: argparse.Namespace
 ) -> Scenario:
@@ -319,6 +357,9 @@ def scenario(
         check("naive plan finds the same orphans", None if naive_keys == expected else f"{len(naive_keys):,} keys, differ")
         del naive_keys
     del keys
+
+    # 1b. the plan file: verify, show, and diff against a second plan
+    plan_file_steps(sc, plan_path, workdir, config, endpoint, say, check, measured)
 
     if objects > args.apply_up_to:
         sc.notes.append(f"apply and undo not run above --apply-up-to {args.apply_up_to:,}")
@@ -382,7 +423,7 @@ def fmt_count(n: float) -> str:
 
 
 def table(sc: Scenario) -> list[str]:
-    steps = [s for s in ("plan", "apply", "undo") if sc.run("bmxgc", s) or sc.run("naive", s)]
+    steps = [s for s in STEPS if sc.run("bmxgc", s) or sc.run("naive", s)]
     ops = sorted({op for r in sc.runs for op in r.requests})
     head = "| measure |" + "".join(f" {s}: bmxgc | naive | ratio |" for s in steps)
     lines = [head, "|---|" + "---:|---:|---:|" * len(steps)]

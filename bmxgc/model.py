@@ -8,9 +8,21 @@ import re
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import CoreSchema, core_schema
+from typing_extensions import TypedDict
 
 from bmxgc.durations import Duration
 
@@ -125,14 +137,49 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
-class ObjectVersion(_Record):
-    """One current object version as S3 listed it."""
+class _ObjectVersionFields(TypedDict):
+    # What a file must hold for one ObjectVersion, checked by pydantic like a
+    # model's fields (strict types, unknown fields refused), without a model.
+    __pydantic_config__ = ConfigDict(extra="forbid", strict=True)  # type: ignore[misc]
 
     key: str
     version_id: str
     etag: str
     size: Count
     last_modified: UtcTime
+
+
+class ObjectVersion(NamedTuple):
+    """One current object version as S3 listed it: a plan's orphan.
+
+    A plain record, not a pydantic model: a plan can hold millions. Building
+    one checks nothing; reading one from a file does (pydantic, through
+    ``__get_pydantic_core_schema__``: a JSON object with exactly these fields,
+    strict types, a count, an RFC 3339 time), and so does the plan reader's
+    fast path for lines bmxgc wrote (``bmxgc.planfile``).
+    """
+
+    key: str
+    version_id: str
+    etag: str
+    size: int
+    last_modified: str
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        fields = handler.generate_schema(_ObjectVersionFields)
+
+        def validate(value: Any, inner: ValidatorFunctionWrapHandler) -> ObjectVersion:
+            if type(value) is cls:
+                return value
+            checked = inner(value)
+            return cls(checked["key"], checked["version_id"], checked["etag"], checked["size"], checked["last_modified"])
+
+        return core_schema.no_info_wrap_validator_function(
+            validate,
+            fields,
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda o: o._asdict()),
+        )
 
 
 class ReferenceSummary(_Record):
@@ -185,7 +232,9 @@ class NearMiss(_Record):
     source: str
 
 
-class Plan(_Record):
+class PlanSummary(_Record):
+    """A plan without its orphans: what ``show``, the trend and the jump gate read."""
+
     format_version: FormatVersion
     bmxgc_version: str
     created_at: UtcTime
@@ -203,22 +252,35 @@ class Plan(_Record):
     cross_check_columns: list[str] | None = None
     cross_check_tables_not_scanned: list[str] | None = None
     near_misses: list[NearMiss] | None = None
-    orphans: list[ObjectVersion]
-
-    @field_validator("orphans")
-    @classmethod
-    def _each_key_once(cls, orphans: list[ObjectVersion]) -> list[ObjectVersion]:
-        # A key listed twice gets two delete markers, and undo removes one.
-        seen: set[str] = set()
-        for orphan in orphans:
-            if orphan.key in seen:
-                raise ValueError(f"key {orphan.key!r} is listed twice; a plan lists each key once")
-            seen.add(orphan.key)
-        return orphans
 
     @property
     def created(self) -> datetime:
         return parse_rfc3339(self.created_at)
+
+
+def orphan_order_problem(previous: str, key: str) -> str | None:
+    """Why ``key`` may not follow ``previous`` in a plan's orphans, or None.
+
+    Orphans are sorted by key in S3's order (UTF-8 bytes), each key once: a
+    key listed twice gets two delete markers, and undo removes one."""
+    if previous.encode("utf-8") < key.encode("utf-8"):
+        return None
+    if previous == key:
+        return f"key {key!r} is listed twice; a plan lists each key once"
+    return f"key {key!r} comes after {previous!r}; a plan lists its orphans sorted by key (UTF-8 bytes), each once"
+
+
+class Plan(PlanSummary):
+    orphans: list[ObjectVersion]
+
+    @field_validator("orphans")
+    @classmethod
+    def _sorted_each_key_once(cls, orphans: list[ObjectVersion]) -> list[ObjectVersion]:
+        for previous, orphan in zip(orphans, orphans[1:]):
+            problem = orphan_order_problem(previous.key, orphan.key)
+            if problem is not None:
+                raise ValueError(problem)
+        return orphans
 
 
 class DeletedEntry(_Record):
