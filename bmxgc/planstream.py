@@ -56,7 +56,6 @@ _LINE = re.compile(
     rb'T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z)"\},?\n',
     re.M,
 )
-_END = re.compile(rb"^  \]", re.M)
 _CLOSING = re.compile(rb"  \][ \t\n\r]*\}[ \t\n\r]*")
 _CANONICAL = b'{"etag":"%s","key":"%s","last_modified":"%s","size":%s,"version_id":"%s"}'
 _CANONICAL_ORDER = itemgetter(2, 0, 4, 3, 1)
@@ -133,17 +132,18 @@ class PlanStream:
         while True:
             block = self._read(_BLOCK)
             data = carry + block + (self._readline() if block else b"")
-            end = _END.search(data)
-            if end is None:
+            # The list ends at a line "  ]" (an orphan line starts with four spaces).
+            end = 0 if data.startswith(b"  ]") else data.find(b"\n  ]") + 1
+            if not end and not data.startswith(b"  ]"):
                 if not block:
                     raise _NotInLayout  # the file ends inside the list
                 region, carry = data, b""
             else:
-                region, carry = data[: end.start()], data[end.start() :]
+                region, carry = data[:end], data[end:]
             if region and not region.endswith(b"\n"):
                 raise _NotInLayout  # the file ends inside a line
             if region:
-                rows, canonical = self._region(region, final=end is not None, valid_dates=valid_dates)
+                rows, canonical = self._region(region, final=carry != b"", valid_dates=valid_dates)
                 keys = [row[0] for row in rows]
                 if (previous is not None and not previous < keys[0]) or not all(map(bytes.__lt__, keys, keys[1:])):
                     raise _NotInLayout  # out of order or twice: the whole read says which
@@ -153,7 +153,7 @@ class PlanStream:
                 yield rows
             elif first:
                 raise _NotInLayout  # "orphans": [ then ] : bmxgc writes [] on one line
-            if end is not None:
+            if carry:
                 break
         tail = carry + self._read(-1)
         if _CLOSING.fullmatch(tail) is None:
