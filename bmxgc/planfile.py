@@ -19,7 +19,6 @@ said their kind is inferred the same way.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -262,7 +261,7 @@ def parse_plan_text(text: str, source: str) -> Plan:
     """Check a plan's text: JSON, kind, ``format_version``, schema, hash."""
     from bmxgc import planstream
 
-    return planstream.plan_of(planstream.PlanStream(io.BytesIO(text.encode("utf-8")), source))
+    return planstream.plan_of(planstream.PlanStream(planstream.TextReader(text), source))
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:

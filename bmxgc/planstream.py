@@ -79,11 +79,35 @@ def _valid_date(text: bytes) -> bool:
     return EARLIEST.date() <= day < LATEST.date()
 
 
+class TextReader:
+    """A plan's text (from S3, say) read as a binary file, encoded piece by
+    piece: no second copy of a 185 MB text as bytes."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.at = 0
+
+    def readline(self) -> bytes:
+        end = self.text.find("\n", self.at)
+        end = len(self.text) if end < 0 else end + 1
+        line, self.at = self.text[self.at : end], end
+        return line.encode("utf-8")
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self.text) if size < 0 else self.at + size
+        piece, self.at = self.text[self.at : end], min(end, len(self.text))
+        return piece.encode("utf-8")
+
+    def seek(self, offset: int) -> int:
+        self.at = offset
+        return offset
+
+
 class PlanStream:
     """One plan file being read: ``summary`` at once, then ``batches()`` of
     checked orphan rows, once; the hash is checked when the last one is read."""
 
-    def __init__(self, handle: IO[bytes], source: str) -> None:
+    def __init__(self, handle: IO[bytes] | TextReader, source: str) -> None:
         self.handle = handle
         self.source = source
         self.whole: Plan | None = None  # set when the file had to be read whole
