@@ -45,7 +45,7 @@ from bmxgc.planfile import (
 )
 
 # One orphan's fields as UTF-8 bytes: key, version_id, etag, size, last_modified
-# (and, from the fast path, the date of last_modified).
+# (and, from the fast path, the date of last_modified and the line's comma).
 Row = tuple[bytes, ...]
 
 _OPENING = b'  "orphans": [\n'
@@ -53,7 +53,7 @@ _ASCII = rb'[\x20\x21\x23-\x5b\x5d-\x7e]*'  # printable ASCII but " and \
 _LINE = re.compile(
     rb'^    \{"key": "([^"\\\x00-\x1f]*)", "version_id": "(' + _ASCII + rb')", "etag": "(' + _ASCII + rb')", '
     rb'"size": (0|[1-9][0-9]{0,17}), "last_modified": "(([0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01]))'
-    rb'T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z)"\},?\n',
+    rb'T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z)"\}(,?)\n',
     re.M,
 )
 _CLOSING = re.compile(rb"  \][ \t\n\r]*\}[ \t\n\r]*")
@@ -61,6 +61,7 @@ _CANONICAL = b'{"etag":"%s","key":"%s","last_modified":"%s","size":%s,"version_i
 _CANONICAL_ORDER = itemgetter(2, 0, 4, 3, 1)
 _KEY = itemgetter(0)
 _DATE = itemgetter(5)
+_COMMA = itemgetter(6)
 _BLOCK = 1 << 18
 _HEAD_LIMIT = 64 << 20
 _ORPHAN = TypeAdapter(ObjectVersion)
@@ -189,13 +190,13 @@ class PlanStream:
 
     def _region(self, region: bytes, *, final: bool, valid_dates: set[bytes]) -> tuple[list[Row], bytes]:
         """Whole lines of orphans (the list's last one if ``final``): their rows and canonical JSON."""
-        lines = region.count(b"\n")
         found: list[Row] = _LINE.findall(region)
-        commas = region.count(b"},\n")
+        # Every line recognised (each match is one whole line), each with its
+        # comma but the list's last.
         if (
-            len(found) == lines
-            and commas == lines - final
-            and (not final or region.endswith(b"}\n"))
+            len(found) == region.count(b"\n")
+            and all(map(_COMMA, found[: len(found) - final]))
+            and (not final or not found[-1][6])
         ):
             if not region.isascii():
                 try:

@@ -6,8 +6,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from deepdiff import DeepDiff
-
 from bmxgc.model import ObjectVersion, Plan, PlanSummary
 from bmxgc.planfile import summary_document
 from bmxgc.planstream import PlanStream, Row, record
@@ -115,6 +113,8 @@ def _diff(
 
 def summary_changes(old: PlanSummary, new: PlanSummary) -> list[Change]:
     """Every summary value that differs, leaf by leaf, in a stable order."""
+    from deepdiff import DeepDiff  # only diff needs it: show and verify start without it
+
     old_doc, new_doc = summary_document(old), summary_document(new)
     for name in _NOT_COMPARED:
         old_doc.pop(name, None)
