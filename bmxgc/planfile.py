@@ -300,7 +300,13 @@ def canonical_around_orphans(summary: dict[str, Any]) -> tuple[bytes, bytes]:
 
 
 def canonical_orphan(o: ObjectVersion) -> str:
-    return _CANONICAL % (_string(o.etag), _string(o.key), _string(o.last_modified), o.size, _string(o.version_id))
+    version_id, etag, size, last_modified = o.fields()
+    return _CANONICAL % (_string(etag), _string(o.key), _string(last_modified), size, _string(version_id))
+
+
+def _line(o: ObjectVersion) -> str:
+    version_id, etag, size, last_modified = o.fields()
+    return _LINE % (_string(o.key), _string(version_id), _string(etag), size, _string(last_modified))
 
 
 def plan_hash_of(plan: Plan) -> str:
@@ -330,10 +336,7 @@ def plan_chunks(plan: Plan) -> Iterator[str]:
     lines.append('  "orphans": [')
     yield "\n".join(lines) + "\n"
     for start in range(0, len(orphans), _BATCH):
-        rows = [
-            _LINE % (_string(o.key), _string(o.version_id), _string(o.etag), o.size, _string(o.last_modified))
-            for o in orphans[start : start + _BATCH]
-        ]
+        rows = list(map(_line, orphans[start : start + _BATCH]))
         last = start + _BATCH >= len(orphans)
         yield ",\n".join(rows) + ("\n" if last else ",\n")
     yield "  ]\n}\n"

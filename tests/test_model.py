@@ -86,3 +86,15 @@ def test_references_keys_are_the_union_of_the_sources() -> None:
 def test_who_names_user_host_and_this_process() -> None:
     me = who()
     assert set(me) == {"user", "host", "pid"} and me["pid"] == str(os.getpid()) and me["host"]
+
+
+@pytest.mark.parametrize("version_id", ["v1", "v\x00with a NUL", ""])
+def test_an_orphan_record_gives_back_exactly_its_fields(version_id: str) -> None:
+    orphan = ObjectVersion("books/a\x00b", version_id, "e\x00", 12, "2026-11-28T12:00:00Z")
+    assert (orphan.key, orphan.version_id, orphan.etag, orphan.size, orphan.last_modified) == (
+        "books/a\x00b", version_id, "e\x00", 12, "2026-11-28T12:00:00Z")
+    assert list(orphan) == ["books/a\x00b", version_id, "e\x00", 12, "2026-11-28T12:00:00Z"]
+    assert orphan == ObjectVersion(*orphan) and hash(orphan) == hash(ObjectVersion(*orphan))
+    assert orphan != ObjectVersion("books/a\x00b", version_id, "e\x00", 13, "2026-11-28T12:00:00Z")
+    with pytest.raises(AttributeError):
+        orphan.key = "other"
