@@ -58,6 +58,7 @@ import s3_endpoint  # noqa: E402 - after the sys.path insert
 from s3_endpoint import BUCKET, PREFIX, book_key  # noqa: E402
 
 VARIANTS = ("ref90", "orphans")
+STEPS = ("plan", "verify", "show", "diff", "apply", "undo")
 
 
 # --------------------------------------------------------------------------
@@ -173,28 +174,68 @@ class Run:
         return sum(self.requests.values())
 
 
+class Launcher:
+    """A small process that starts every measured child and waits for it.
+
+    A child's peak RSS (``ru_maxrss``) starts at the RSS of the process it
+    was forked from: forked from this harness, which holds the expected keys
+    (and, at 1M, hundreds of MiB), a 45 MiB ``verify`` would read as the
+    harness's size. Forked from this launcher (a bare interpreter, ~10 MiB,
+    started first), each figure is the child's own."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str], out: str) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(json.dumps({"argv": argv, "cwd": str(cwd), "env": env, "out": out}) + "\n")
+        self.process.stdin.flush()
+        result: dict[str, Any] = json.loads(self.process.stdout.readline())
+        return result
+
+    def stop(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait(10)
+
+
+LAUNCHER = """
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    job = json.loads(line)
+    with open(job["out"], "wb") as out:
+        started = time.perf_counter()
+        child = subprocess.Popen(job["argv"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 cwd=job["cwd"], env=job["env"])
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - started
+    print(json.dumps({"rc": os.waitstatus_to_exitcode(status), "wall": wall, "cpu": usage.ru_utime + usage.ru_stime,
+                      "maxrss_kib": usage.ru_maxrss}), flush=True)
+"""
+LAUNCHERS: list[Launcher] = []
+
+
 def run_child(who: str, step: str, argv: list[str], endpoint: Endpoint, cwd: Path) -> Run:
-    """Run ``argv`` as a child; its own wall, CPU (user+system) and peak RSS."""
+    """Run ``argv`` as a child (started by the launcher); its own wall, CPU (user+system) and peak RSS."""
     endpoint.reset()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "PYTHONHASHSEED": "0"}
     env.pop("BMXGC_DATABASE_URL", None)
     env.pop("BMXGC_CONFIG", None)
-    with tempfile.TemporaryFile() as out:
-        started = time.perf_counter()
-        child = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read().decode("utf-8", "replace")
+    if not LAUNCHERS:
+        LAUNCHERS.append(Launcher())
+    with tempfile.NamedTemporaryFile() as out:
+        result = LAUNCHERS[0].run(argv, cwd, env, out.name)
+        text = Path(out.name).read_bytes().decode("utf-8", "replace")
     stats = endpoint.stats()
     return Run(
         who=who,
         step=step,
-        rc=child.returncode,
-        wall=wall,
-        cpu=usage.ru_utime + usage.ru_stime,
-        rss_mib=usage.ru_maxrss / 1024,  # KiB on Linux
+        rc=result["rc"],
+        wall=result["wall"],
+        cpu=result["cpu"],
+        rss_mib=result["maxrss_kib"] / 1024,  # KiB on Linux
         requests=dict(sorted(stats["requests"].items())),
         slowdown=dict(sorted(stats["slowdown"].items())),
         output=text,
@@ -270,6 +311,47 @@ def plan_stats(path: Path) -> dict[str, Any]:
     raise ValueError("no stats in the plan's first 64 KiB")
 
 
+def second_plan(plan_path: Path, out: Path) -> int:
+    """A later plan of the same prefix for ``diff``: one orphan in 100 gone, made a second later.
+    Written by bmxgc's own code in this (unmeasured) process."""
+    from datetime import timedelta
+
+    from bmxgc.model import rfc3339
+    from bmxgc.planfile import load_plan, plan_chunks, seal
+    from bmxgc.store import LocalStore
+
+    plan = load_plan(plan_path)
+    kept = [o for n, o in enumerate(plan.orphans) if n % 100 != 50]
+    later = seal(plan.model_copy(update={"orphans": kept, "created_at": rfc3339(plan.created + timedelta(seconds=1))}))
+    LocalStore(out.parent).create(out.name, plan_chunks(later))
+    return len(plan.orphans) - len(kept)
+
+
+def plan_file_steps(sc: Scenario, plan_path: Path, workdir: Path, config: Path, endpoint: Endpoint,
+                    say: Any, check: Any, measured: Any) -> None:
+    """``bmxgc verify``, ``show`` and ``diff`` of the plan file, each against the naive
+    reading (json.load and the rehash of docs/plan-file.md; diff: two dicts by key)."""
+    later = workdir / "plan-later.json"
+    made = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--second-plan", str(plan_path), str(later)],
+        check=True, capture_output=True, text=True,
+    )
+    gone = int(made.stdout.strip())
+    for who, step, cmd, expect in (
+        ("bmxgc", "verify", bmxgc(["-c", str(config), "verify", str(plan_path)]), "OK: "),
+        ("naive", "verify", naive(["verify", str(plan_path)]), '"orphans"'),
+        ("bmxgc", "show", bmxgc(["-c", str(config), "show", str(plan_path)]), f"Plan: {sc.orphans:,} to delete."),
+        ("naive", "show", naive(["verify", str(plan_path)]), '"orphans"'),
+        ("bmxgc", "diff", bmxgc(["-c", str(config), "diff", str(plan_path), str(later)]),
+         f"Diff: 0 added, {gone:,} removed, 0 changed."),
+        ("naive", "diff", naive(["diff", str(plan_path), str(later)]), f'"removed": {gone}'),
+    ):
+        say(f"{who} {step}")
+        r = measured(run_child(who, step, cmd, endpoint, workdir))
+        check(f"{who} {step} exits 0 and says {expect!r}",
+              None if r.rc == 0 and expect in r.output else f"exit {r.rc}: {r.output[-600:]}")
+
+
 def scenario(
     endpoint: Endpoint, objects: int, variant: str, workdir: Path, args: argparse.Namespace
 ) -> Scenario:
@@ -319,6 +401,9 @@ def scenario(
         check("naive plan finds the same orphans", None if naive_keys == expected else f"{len(naive_keys):,} keys, differ")
         del naive_keys
     del keys
+
+    # 1b. the plan file: verify, show, and diff against a second plan
+    plan_file_steps(sc, plan_path, workdir, config, endpoint, say, check, measured)
 
     if objects > args.apply_up_to:
         sc.notes.append(f"apply and undo not run above --apply-up-to {args.apply_up_to:,}")
@@ -382,7 +467,7 @@ def fmt_count(n: float) -> str:
 
 
 def table(sc: Scenario) -> list[str]:
-    steps = [s for s in ("plan", "apply", "undo") if sc.run("bmxgc", s) or sc.run("naive", s)]
+    steps = [s for s in STEPS if sc.run("bmxgc", s) or sc.run("naive", s)]
     ops = sorted({op for r in sc.runs for op in r.requests})
     head = "| measure |" + "".join(f" {s}: bmxgc | naive | ratio |" for s in steps)
     lines = [head, "|---|" + "---:|---:|---:|" * len(steps)]
@@ -473,13 +558,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (plans, receipts, databases)")
     parser.add_argument("--from-json", type=Path, metavar="PATH", help="print the table of a run saved with --json")
+    parser.add_argument("--second-plan", nargs=2, type=Path, metavar=("PLAN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.second_plan:
+        print(second_plan(*args.second_plan))
+        return 0
     if args.from_json:
         return reprint(args.from_json)
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
     variants = [v for v in args.variants.split(",") if v]
     if set(variants) - set(VARIANTS):
         parser.error(f"unknown variant(s) {sorted(set(variants) - set(VARIANTS))}; known: {', '.join(VARIANTS)}")
+    LAUNCHERS.append(Launcher())  # first, while this process is small
     machine = machine_line()
     started = time.perf_counter()
     scenarios: list[Scenario] = []
@@ -499,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["rm", "-rf", str(workroot)], check=False)
         else:
             print(f"work folder kept: {workroot}", file=sys.stderr)
+    for launcher in LAUNCHERS:
+        launcher.stop()
     print("\n".join(report(scenarios, args, machine)))
     print(f"total: {time.perf_counter() - started:,.0f} s")
     if args.json:

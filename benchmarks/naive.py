@@ -4,6 +4,8 @@
     python benchmarks/naive.py plan  --endpoint URL --database app.db --out orphans.json
     python benchmarks/naive.py apply --endpoint URL --plan orphans.json --receipt markers.json [--limit 2000]
     python benchmarks/naive.py undo  --endpoint URL --receipt markers.json
+    python benchmarks/naive.py verify PLAN             # bmxgc's plan file: json.load, rehash
+    python benchmarks/naive.py diff OLD_PLAN NEW_PLAN  # json.load both, keys compared in dicts
 
 - plan: every reference row into a Python set (``books/`` + value), every
   current key under the prefix into another set (boto3's paginator over
@@ -13,6 +15,9 @@
 - apply: one DeleteObject per key (a delete marker), each marker's version id
   kept and written at the end.
 - undo: one DeleteObject per marker, by its version id.
+- verify: a bmxgc plan file read whole with ``json.load`` and rehashed, as
+  docs/plan-file.md shows (the five lines); diff: both read whole, orphans
+  by key in two dicts, compared.
 
 No gates, no lock, no drift check, no journal: what it does not do is why
 bmxgc exists; this is only the floor of what the work costs. ``--limit``
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import sqlite3
 import sys
@@ -89,6 +95,27 @@ def undo(args: argparse.Namespace) -> dict[str, Any]:
     return {"keys": len(markers), **loop}
 
 
+def _load_checked(path: str) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as handle:
+        doc: dict[str, Any] = json.load(handle)
+    body = {k: v for k, v in doc.items() if k != "plan_hash"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if "sha256:" + hashlib.sha256(canonical).hexdigest() != doc["plan_hash"]:
+        raise SystemExit(f"{path}: MISMATCH")
+    return doc
+
+
+def verify(args: argparse.Namespace) -> dict[str, Any]:
+    return {"orphans": len(_load_checked(args.plan)["orphans"])}
+
+
+def diff(args: argparse.Namespace) -> dict[str, Any]:
+    old = {o["key"]: o for o in _load_checked(args.old)["orphans"]}
+    new = {o["key"]: o for o in _load_checked(args.new)["orphans"]}
+    changed = [k for k, o in new.items() if k in old and (old[k]["version_id"], old[k]["etag"]) != (o["version_id"], o["etag"])]
+    return {"added": len(new.keys() - old.keys()), "removed": len(old.keys() - new.keys()), "changed": len(changed)}
+
+
 def main(argv: list[str] | None = None) -> int:
     started_wall, started_cpu = time.perf_counter(), time.process_time()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -106,8 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     u = sub.add_parser("undo")
     u.add_argument("--endpoint", required=True)
     u.add_argument("--receipt", required=True)
+    v = sub.add_parser("verify")
+    v.add_argument("plan")
+    d = sub.add_parser("diff")
+    d.add_argument("old")
+    d.add_argument("new")
     args = parser.parse_args(argv)
-    result = {"plan": plan, "apply": apply, "undo": undo}[args.command](args)
+    result = {"plan": plan, "apply": apply, "undo": undo, "verify": verify, "diff": diff}[args.command](args)
     result["total_wall"] = time.perf_counter() - started_wall
     result["total_cpu"] = time.process_time() - started_cpu
     print(json.dumps(result))

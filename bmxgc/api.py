@@ -32,7 +32,8 @@ from bmxgc.review import PlanDiff, summary
 ConfigLike = Config | str | os.PathLike[str] | None
 PathLike = str | os.PathLike[str]
 
-# Offline, as on the command line: verify(path) -> Plan, diff(old, new) -> PlanDiff,
+# Offline, as on the command line: verify(path) -> PlanSummary (the plan without its
+# orphans, every one of which was checked), diff(old, new) -> PlanDiff,
 # summary(plan) -> the dict `show --format json` prints.
 __all__ = [
     "ConfigLike", "PlanDiff", "apply", "diff", "history", "plan", "recover", "summary", "undo", "unlock", "verify",

@@ -12,7 +12,7 @@ from bmxgc.config import Config
 from bmxgc.drift import KeyHistory
 from bmxgc.durations import format_duration, parse_duration
 from bmxgc.errors import ConfigError, GateRefused, Offence
-from bmxgc.model import ObjectVersion, Plan, References, VersionEntry
+from bmxgc.model import ObjectVersion, Plan, PlanSummary, References, VersionEntry
 from bmxgc.planner import VOLUME_CAUSES, find_near_misses, matches_protect
 
 
@@ -241,7 +241,7 @@ class VolumeFigures:
         return self.orphans / self.objects if self.objects else 0.0
 
     @classmethod
-    def of_plan(cls, plan: Plan) -> VolumeFigures:
+    def of_plan(cls, plan: PlanSummary) -> VolumeFigures:
         """The plan's own figures (``check_plan_figures`` has checked they agree)."""
         s = plan.stats
         return cls(
@@ -406,7 +406,7 @@ def check_jump(
         )
 
 
-def baseline_of(found: tuple[str, Plan] | None) -> Baseline | None:
+def baseline_of(found: tuple[str, PlanSummary] | None) -> Baseline | None:
     """The last applied plan (its file name and the plan) as the jump gate's baseline."""
     if found is None:
         return None

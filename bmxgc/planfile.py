@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -29,7 +30,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from bmxgc.errors import InputNotFound, PlanFileError
-from bmxgc.model import FORMAT_VERSION, Plan, Receipt, RecoveryPlan, UndoRecord
+from bmxgc.model import FORMAT_VERSION, ObjectVersion, Plan, PlanSummary, Receipt, RecoveryPlan, UndoRecord
 from bmxgc.naming import plan_file_name, plan_for, receipt_for_plan
 from bmxgc.validation import describe_validation_error
 
@@ -181,7 +182,10 @@ def read(text: str, source: str, *wanted: FileKind[Any]) -> Any:
             f"{describe_validation_error(exc, unknown='unknown field')}{found.edited_hint}"
         ) from None
     if found.hashed:
-        expected = compute_hash(raw)
+        try:
+            expected = compute_hash(raw)
+        except UnicodeEncodeError as exc:  # a lone surrogate, written as \ud800: not UTF-8
+            raise PlanFileError(f"{source}: not a valid {found.name}: {exc}{found.edited_hint}") from None
         claimed = str(raw["plan_hash"])
         if claimed != expected:
             raise PlanFileError(
@@ -199,12 +203,16 @@ def document(model: BaseModel) -> dict[str, Any]:
 
 def seal(model: Doc) -> Doc:
     """The same plan (or recovery plan) with ``plan_hash`` computed over everything else."""
+    if isinstance(model, Plan):
+        return model.model_copy(update={"plan_hash": plan_hash_of(model)})
     return model.model_copy(update={"plan_hash": compute_hash(document(model))})
 
 
 def render(model: BaseModel) -> str:
     """A file's text: summary fields first, in the model's order, each indented;
     then the long lists, one entry per line; a trailing newline."""
+    if isinstance(model, Plan):
+        return "".join(plan_chunks(model))
     kind = next(k for k in KINDS if isinstance(model, k.model))
     doc = model.model_dump(mode="json") if kind.keep_none else document(model)
     ordered = [f for f in doc if f not in kind.entries] + [f for f in kind.entries if f in doc]
@@ -240,22 +248,96 @@ def render_plan_json(plan: Plan) -> str:
     return render(plan)
 
 
+def summary_document(plan: PlanSummary) -> dict[str, Any]:
+    """A plan's JSON object without ``orphans``."""
+    return plan.model_dump(mode="json", exclude_none=True, exclude={"orphans"})
+
+
 def default_file_name(plan: Plan) -> str:
     return plan_file_name(plan.created, plan.plan_hash)
 
 
 def parse_plan_text(text: str, source: str) -> Plan:
     """Check a plan's text: JSON, kind, ``format_version``, schema, hash."""
-    plan: Plan = read(text, source, PLAN)
-    return plan
+    from bmxgc import planstream
+
+    return planstream.plan_of(planstream.PlanStream(planstream.TextReader(text), source))
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:
-    plan_path = Path(path)
-    try:
-        text = plan_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputNotFound(f"{plan_path}: plan file not found; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanFileError(f"{plan_path}: cannot read the plan file: {exc}") from None
-    return parse_plan_text(text, str(plan_path))
+    """A plan file read and checked (JSON, kind, ``format_version``, schema, hash), orphans and all."""
+    from bmxgc import planstream
+
+    with planstream.open_plan(path) as stream:
+        return planstream.plan_of(stream)
+
+
+# --- plans, one line at a time ---
+#
+# A plan can list millions of orphans. It is written, hashed and read one
+# orphan at a time; the hash stays the one docs/plan-file.md defines (the
+# canonical JSON of the whole object), built in the order of its bytes: the
+# summary fields whose names sort before "orphans", the orphans, the rest.
+
+_string = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes
+_LINE = '    {"key": %s, "version_id": %s, "etag": %s, "size": %d, "last_modified": %s}'
+_CANONICAL = '{"etag":%s,"key":%s,"last_modified":%s,"size":%d,"version_id":%s}'
+_BATCH = 4096
+
+
+def canonical_around_orphans(summary: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The canonical bytes before the first orphan and after the last one."""
+    body = {k: v for k, v in summary.items() if k not in ("plan_hash", "orphans")}
+
+    def members(part: dict[str, Any]) -> str:
+        return json.dumps(part, sort_keys=True, separators=(",", ":"), ensure_ascii=False)[1:-1]
+
+    before = members({k: v for k, v in body.items() if k < "orphans"})
+    after = members({k: v for k, v in body.items() if k > "orphans"})
+    head = "{" + before + ("," if before else "") + '"orphans":['
+    tail = "]" + ("," + after if after else "") + "}"
+    return head.encode("utf-8"), tail.encode("utf-8")
+
+
+def canonical_orphan(o: ObjectVersion) -> str:
+    version_id, etag, size, last_modified = o.fields()
+    return _CANONICAL % (_string(etag), _string(o.key), _string(last_modified), size, _string(version_id))
+
+
+def _line(o: ObjectVersion) -> str:
+    version_id, etag, size, last_modified = o.fields()
+    return _LINE % (_string(o.key), _string(version_id), _string(etag), size, _string(last_modified))
+
+
+def plan_hash_of(plan: Plan) -> str:
+    """``compute_hash(document(plan))``, without the document: one orphan at a time."""
+    head, tail = canonical_around_orphans(summary_document(plan))
+    digest = hashlib.sha256(head)
+    orphans = plan.orphans
+    for start in range(0, len(orphans), _BATCH):
+        text = ",".join(map(canonical_orphan, orphans[start : start + _BATCH]))
+        digest.update(((b"," if start else b"") + text.encode("utf-8")))
+    digest.update(tail)
+    return HASH_PREFIX + digest.hexdigest()
+
+
+def plan_chunks(plan: Plan) -> Iterator[str]:
+    """``render(plan)`` in pieces of a few thousand orphans, for writing without holding the text."""
+    doc = summary_document(plan)
+    lines = ["{"]
+    for field, value in doc.items():
+        text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        lines.append(f"  {json.dumps(field)}: {text},")
+    orphans = plan.orphans
+    if not orphans:
+        lines.append('  "orphans": []')
+        yield "\n".join(lines) + "\n}\n"
+        return
+    lines.append('  "orphans": [')
+    yield "\n".join(lines) + "\n"
+    for start in range(0, len(orphans), _BATCH):
+        rows = list(map(_line, orphans[start : start + _BATCH]))
+        last = start + _BATCH >= len(orphans)
+        yield ",\n".join(rows) + ("\n" if last else ",\n")
+    yield "  ]\n}\n"
+

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from bmxgc import __version__
@@ -152,7 +153,10 @@ def build_plan(
             skipped_young += 1
         else:
             orphans.append(obj.as_object())
-    orphans.sort(key=lambda o: o.key.encode("utf-8"))  # S3's own (UTF-8 byte) order
+    # S3's own order: UTF-8 bytes, which is code point order (keys come from
+    # UTF-8, so no surrogates). The listing is in that order already: the sort
+    # only checks it, without a key per orphan.
+    orphans.sort(key=_key_of)
     under_prefix = sum(1 for key in referenced if key.startswith(context.prefix))
     orphan_bytes = sum(o.size for o in orphans)
     stats = Stats(
@@ -216,6 +220,7 @@ def build_plan(
 
 
 BEYOND_SAMPLE = 3
+_key_of = attrgetter("key")
 
 
 def _most_serious_first(warnings: list[str], extra: list[str]) -> list[str]:
@@ -359,8 +364,8 @@ def find_near_misses(
 ) -> list[NearMiss]:
     """Referenced keys that exist nowhere under the prefix (dangling, or outside
     it) but would match an orphan once normalised: a mapping that is nearly right."""
-    if not orphans:
-        return []
+    if not orphans or not any(result.keys - found_keys for result in references.sources):
+        return []  # no reference to match: no index of a million orphans for nothing
     orphan_keys = {o.key for o in orphans}
     orphans_by_lower: dict[str, str] = {}
     for key in sorted(orphan_keys):

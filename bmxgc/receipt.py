@@ -26,7 +26,7 @@ from bmxgc.model import (
     KeyFailure,
     ObjectVersion,
     PendingBatch,
-    Plan,
+    PlanSummary,
     Receipt,
     ReceiptHeader,
     RestoredEntry,
@@ -37,6 +37,7 @@ from bmxgc.model import (
 from bmxgc.naming import JOURNAL_SUFFIX, RECEIPT_SUFFIX, is_plan_name, receipt_for_plan
 from bmxgc import planfile
 from bmxgc.planfile import strict_json
+from bmxgc.planstream import read_summary
 from bmxgc.store import Store
 from bmxgc.validation import describe_validation_error
 
@@ -276,12 +277,14 @@ def newest_receipt(store: Store) -> str:
     return chosen
 
 
-def last_applied_plan(store: Store, bucket: str, prefix: str, exclude_hash: str = "") -> tuple[str, Plan] | None:
+def last_applied_plan(
+    store: Store, bucket: str, prefix: str, exclude_hash: str = ""
+) -> tuple[str, PlanSummary] | None:
     """The newest plan in ``store`` of ``bucket`` and ``prefix`` whose apply
     receipt (beside it, by name) exists, is for it and is ``complete``; not
     the plan ``exclude_hash``. A file that cannot be read is no baseline."""
     names = set(store.names())
-    found: list[tuple[str, str, Plan]] = []
+    found: list[tuple[str, str, PlanSummary]] = []
     for name in names:
         receipt_name = receipt_for_plan(name)
         if not is_plan_name(name) or receipt_name not in names:
@@ -292,7 +295,7 @@ def last_applied_plan(store: Store, bucket: str, prefix: str, exclude_hash: str 
                 continue
             if (receipt.bucket, receipt.prefix) != (bucket, prefix) or receipt.plan_hash == exclude_hash:
                 continue
-            earlier = planfile.parse_plan_text(store.read(name) or "", store.location(name))
+            earlier = read_summary(store, name)  # the head of the file: no orphan is needed
         except (PlanFileError, InputNotFound):
             continue
         if earlier.plan_hash == receipt.plan_hash:

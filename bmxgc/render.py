@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bmxgc.model import Plan
+from bmxgc.model import PlanSummary
 from bmxgc.results import ApplyResult, HistoryEntry, RecoverResult, UndoResult
 from bmxgc.review import PlanDiff, summary
 
@@ -24,7 +24,7 @@ def percent(ratio: float) -> str:
     return f"{ratio * 100:.1f}%"
 
 
-def _stat_lines(plan: Plan) -> list[str]:
+def _stat_lines(plan: PlanSummary) -> list[str]:
     s = plan.stats
     return [
         f"  objects scanned      {s.objects_scanned:>10,}   {human_bytes(s.bytes_scanned)}",
@@ -37,7 +37,7 @@ def _stat_lines(plan: Plan) -> list[str]:
     ]
 
 
-def apply_would_refuse(plan: Plan) -> bool:
+def apply_would_refuse(plan: PlanSummary) -> bool:
     """What the offline gates will say, for the hint under a plan (apply decides)."""
     s = plan.stats
     return bool(
@@ -50,7 +50,7 @@ def apply_would_refuse(plan: Plan) -> bool:
     )
 
 
-def plan_text(plan: Plan, path: Path | str | None = None, refusal: str | None = None) -> str:
+def plan_text(plan: PlanSummary, path: Path | str | None = None, refusal: str | None = None) -> str:
     """The plan as an operator reads it: warnings, counts, samples, verdict.
     ``refusal``: what apply's offline gates said ("" for nothing; None: not
     asked, the warnings decide the hint)."""
@@ -96,7 +96,7 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'").replace("\n", " ")
 
 
-def plan_markdown(plan: Plan) -> str:
+def plan_markdown(plan: PlanSummary) -> str:
     """A pull-request comment: verdict, summary table, warnings, samples, hash."""
     s = plan.stats
     lines = [
@@ -147,11 +147,11 @@ def plan_markdown(plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def plan_json_summary(plan: Plan) -> str:
+def plan_json_summary(plan: PlanSummary) -> str:
     return json.dumps(summary(plan), indent=2, ensure_ascii=False)
 
 
-def verify_text(plan: Plan, path: Path | str) -> str:
+def verify_text(plan: PlanSummary, path: Path | str) -> str:
     return (
         f"OK: {path} is an intact format_version {plan.format_version} plan "
         f"({plan.stats.orphans:,} orphans in s3://{plan.bucket}/{plan.prefix}, {plan.plan_hash})"

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from deepdiff import DeepDiff
+from bmxgc.model import ObjectVersion, Plan, PlanSummary
+from bmxgc.planfile import summary_document
+from bmxgc.planstream import PlanStream, Row, record
 
-from bmxgc.model import ObjectVersion, Plan
-from bmxgc.planfile import plan_to_dict
 
-
-def summary(plan: Plan) -> dict[str, Any]:
+def summary(plan: PlanSummary) -> dict[str, Any]:
     """The plan without its ``orphans`` list: what ``show --format json`` prints."""
-    doc = plan_to_dict(plan)
-    doc.pop("orphans", None)
-    return doc
+    return summary_document(plan)
 
 
 @dataclass(frozen=True)
@@ -59,6 +57,50 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
         for k, o in new_by_key.items()
         if k in old_by_key and (old_by_key[k].version_id, old_by_key[k].etag) != (o.version_id, o.etag)
     ]
+    return _diff(old, new, added, removed, changed)
+
+
+def diff_streams(old: PlanStream, new: PlanStream) -> PlanDiff:
+    """``diff_plans`` of two plan files read side by side: both list their
+    orphans sorted by key, so one pass over each finds what came and went,
+    in the same order, holding only what it reports."""
+    added: list[ObjectVersion] = []
+    removed: list[ObjectVersion] = []
+    changed: list[tuple[ObjectVersion, ObjectVersion]] = []
+    before, after = _rows(old), _rows(new)
+    a, b = next(before, None), next(after, None)
+    while a is not None and b is not None:
+        if a[0] == b[0]:
+            if a[1] != b[1] or a[2] != b[2]:
+                changed.append((record(a), record(b)))
+            a, b = next(before, None), next(after, None)
+        elif a[0] < b[0]:
+            removed.append(record(a))
+            a = next(before, None)
+        else:
+            added.append(record(b))
+            b = next(after, None)
+    while a is not None:
+        removed.append(record(a))
+        a = next(before, None)
+    while b is not None:
+        added.append(record(b))
+        b = next(after, None)
+    return _diff(old.summary, new.summary, added, removed, changed)
+
+
+def _rows(stream: PlanStream) -> Iterator[Row]:
+    for batch in stream.batches():
+        yield from batch
+
+
+def _diff(
+    old: PlanSummary,
+    new: PlanSummary,
+    added: list[ObjectVersion],
+    removed: list[ObjectVersion],
+    changed: list[tuple[ObjectVersion, ObjectVersion]],
+) -> PlanDiff:
     return PlanDiff(
         added=added,
         removed=removed,
@@ -69,9 +111,11 @@ def diff_plans(old: Plan, new: Plan) -> PlanDiff:
     )
 
 
-def summary_changes(old: Plan, new: Plan) -> list[Change]:
+def summary_changes(old: PlanSummary, new: PlanSummary) -> list[Change]:
     """Every summary value that differs, leaf by leaf, in a stable order."""
-    old_doc, new_doc = plan_to_dict(old), plan_to_dict(new)
+    from deepdiff import DeepDiff  # only diff needs it: show and verify start without it
+
+    old_doc, new_doc = summary_document(old), summary_document(new)
     for name in _NOT_COMPARED:
         old_doc.pop(name, None)
         new_doc.pop(name, None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
 from bmxgc import s3
@@ -21,8 +22,9 @@ from bmxgc.model import VersionEntry
 
 class Store(ABC):
     @abstractmethod
-    def create(self, name: str, text: str, *, read_only: bool = False) -> str:
-        """Write a new document; refuse if ``name`` exists. Returns its location."""
+    def create(self, name: str, text: str | Iterable[str], *, read_only: bool = False) -> str:
+        """Write a new document (its text, or its text in pieces: a large plan is
+        written without being held whole); refuse if ``name`` exists. Returns its location."""
 
     @abstractmethod
     def replace(self, name: str, text: str) -> str:
@@ -83,7 +85,7 @@ class LocalStore(Store):
     def location(self, name: str) -> str:
         return str(self.folder / name)
 
-    def create(self, name: str, text: str, *, read_only: bool = False) -> str:
+    def create(self, name: str, text: str | Iterable[str], *, read_only: bool = False) -> str:
         # Written to a temporary file, then linked into place: a crash never
         # leaves half a file, and link() refuses an existing name (no race).
         path = self.folder / name
@@ -182,7 +184,7 @@ class LocalStore(Store):
             return []
         return sorted(p.name for p in self.folder.iterdir() if p.is_file() and not p.name.startswith("."))
 
-    def _durable_temp(self, text: str) -> str:
+    def _durable_temp(self, text: str | Iterable[str]) -> str:
         """A fsynced temporary file holding ``text``. A write that fails (disk
         full, quota, file size limit) leaves nothing behind and says why."""
         try:
@@ -192,7 +194,10 @@ class LocalStore(Store):
             raise self._write_error(exc) from None
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
+                if isinstance(text, str):
+                    handle.write(text)
+                else:
+                    handle.writelines(text)
                 handle.flush()
                 os.fsync(handle.fileno())
         except BaseException as exc:
@@ -223,7 +228,7 @@ class S3Store(Store):
     def location(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{name}"
 
-    def create(self, name: str, text: str, *, read_only: bool = False) -> str:
+    def create(self, name: str, text: str | Iterable[str], *, read_only: bool = False) -> str:
         """A conditional PUT (``If-None-Match: *``), then a look at the key's
         versions: a server that ignores the condition (Ceph RGW in a versioned
         bucket) has written over a current version. Our version is then removed
@@ -231,7 +236,8 @@ class S3Store(Store):
         key = self.prefix + name
         if s3.get_object_head(self.client, self.bucket, key, 1) is not None:
             raise _exists_error(self.location(name))  # the common case, without writing anything
-        written = s3.put_version(self.client, self.bucket, key, text.encode("utf-8"), if_none_match=True)
+        body = (text if isinstance(text, str) else "".join(text)).encode("utf-8")
+        written = s3.put_version(self.client, self.bucket, key, body, if_none_match=True)
         if written is None:
             raise _exists_error(self.location(name))
         ours = written[0]
@@ -308,13 +314,14 @@ def _replaced_a_current_version(history: list[VersionEntry], ours: str) -> bool:
     return bool(others)
 
 
-def create_once(store: Store, name: str, text: str, *, read_only: bool = False) -> str:
+def create_once(store: Store, name: str, text: str | Callable[[], Iterable[str]], *, read_only: bool = False) -> str:
     """``store.create``, except that the very same document already saved under
-    ``name`` (the same plan made twice within one second) is kept and reused."""
+    ``name`` (the same plan made twice within one second) is kept and reused.
+    ``text`` may be a function giving the text in pieces (called again to compare)."""
     try:
-        return store.create(name, text, read_only=read_only)
+        return store.create(name, text if isinstance(text, str) else text(), read_only=read_only)
     except AlreadyExists:
-        if store.read(name) != text:
+        if store.read(name) != (text if isinstance(text, str) else "".join(text())):
             raise
         return store.location(name)
 

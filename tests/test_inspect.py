@@ -231,7 +231,8 @@ def _delete(path: list[Any]) -> Callable[[dict[str, Any]], None]:
 
 TAMPERS: dict[str, tuple[Callable[[str], str], str]] = {
     # an edit that keeps the schema: only the hash can tell
-    "edited_orphan_key": (_edit(_set(["orphans", 0, "key"], "listings/evil.webp")), "plan_hash does not match"),
+    # (still sorted: a key out of order is refused before the hash is looked at)
+    "edited_orphan_key": (_edit(_set(["orphans", 0, "key"], "books/0/evil.webp")), "plan_hash does not match"),
     "edited_orphan_version": (_edit(_set(["orphans", 0, "version_id"], "other")), "plan_hash does not match"),
     "removed_orphan": (_edit(lambda d: d["orphans"].pop()), "plan_hash does not match"),
     "added_orphan": (

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from bmxgc import s3
 from bmxgc.config import Config
-from bmxgc.errors import ConfigError, PlanFileError
+from bmxgc.errors import ConfigError, InputNotFound, PlanFileError
 from bmxgc.model import Plan, utc_now
-from bmxgc.planfile import default_file_name, parse_plan_text, render_plan_json
+from bmxgc.planfile import default_file_name, plan_chunks
+from bmxgc.planstream import read_summary
 from bmxgc.results import PlanResult
 from bmxgc.gates import baseline_of, offline_refusal
 from bmxgc.receipt import last_applied_plan
@@ -88,7 +89,7 @@ def plan(
         store, name = open_location(str(out), client)
     else:
         name = default_file_name(result)
-    location = create_once(store, name, render_plan_json(result), read_only=True)
+    location = create_once(store, name, lambda: plan_chunks(result), read_only=True)
     return PlanResult(plan=result, path=location, refusal=refusal)
 
 
@@ -125,10 +126,10 @@ def previous_plan(store: Store, bucket: str, prefix: str) -> Previous | None:
     ]
     found: list[Previous] = []
     for name in sorted(candidates, reverse=True)[:PREVIOUS_PLANS_READ]:
-        text = store.read(name)
         try:
-            earlier = parse_plan_text(text or "", name)
-        except PlanFileError:
+            # The summary only (the head of the file): the orphans are not needed.
+            earlier = read_summary(store, name)
+        except (PlanFileError, InputNotFound):
             continue  # recovery plans, foreign or broken files: not a baseline
         if (earlier.bucket, earlier.prefix) == (bucket, prefix):
             found.append(Previous(name, earlier.created_at, earlier.stats.orphans, earlier.stats.orphan_ratio))
