@@ -33,7 +33,7 @@ from bmxgc.manifest import (
     newest_report_folders,
     parse_manifest,
 )
-from bmxgc.model import InventorySource, NearMiss, ObjectVersion, References, VersionEntry, rfc3339
+from bmxgc.model import InventorySource, NearMiss, ObjectVersion, VersionEntry, rfc3339
 from bmxgc.planner import (
     BEYOND_SAMPLE,
     ScanContext,
@@ -138,7 +138,7 @@ def plan_from_inventory(
     check_age(manifest, now, safety.max_plan_age_delta, safety.max_plan_age)
     prefix = context.prefix
     young_after = manifest.creation_ms - int(safety.min_age_delta / timedelta(milliseconds=1))
-    parent = Path(settings.temp_directory) if settings.temp_directory else None
+    parent = config.base_dir / settings.temp_directory if settings.temp_directory else None
     if parent is not None:
         parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bmxgc-inventory-", dir=parent) as folder:
@@ -149,19 +149,31 @@ def plan_from_inventory(
                 database_url, config.references, engine.add_references, progress, timeouts=config.database
             )
             engine.load_inventory(manifest.file_format, files, manifest.columns, prefix)
-            plan = _join(engine, references, config, context, young_after, manifest, now)
-    return plan
+            tally, orphans, near_misses = _join(engine, config, context, young_after, manifest)
+    # DuckDB's memory is given back before the plan is built and written.
+    inventory_context = ScanContext(
+        bucket=context.bucket,
+        prefix=context.prefix,
+        bucket_versioning=context.bucket_versioning,
+        database=context.database,
+        undo_window_days=context.undo_window_days,
+        previous=context.previous,
+        inventory=InventorySource(
+            manifest=manifest.url,
+            created_at=rfc3339(manifest.created),
+            creation_timestamp=manifest.creation_ms,
+            checksum=manifest.checksum,
+            file_format=manifest.file_format,
+            files=len(manifest.files),
+        ),
+    )
+    return assemble_plan(tally, orphans, near_misses, references, config.references, safety, inventory_context, now)
 
 
 def _join(
-    engine: Engine,
-    references: References,
-    config: Config,
-    context: ScanContext,
-    young_after: int,
-    manifest: Manifest,
-    now: datetime,
-) -> Plan:
+    engine: Engine, config: Config, context: ScanContext, young_after: int, manifest: Manifest
+) -> tuple[Tally, list[ObjectVersion], list[NearMiss]]:
+    """The join's figures, its orphans (in key order) and the near misses."""
     safety, prefix = config.safety, context.prefix
     (versions,) = engine.one(sql.VERSIONS_UNDER_PREFIX, {"prefix": prefix})
     scanned, bytes_scanned, found = engine.one(sql.SCANNED, {})
@@ -175,7 +187,14 @@ def _join(
     misread_existing = [k for (k,) in engine.rows(sql.EXISTING_KEYS, {"keys": misread})] if misread else []
     skipped_protected = skipped_young = 0
     orphans: list[ObjectVersion] = []
+    previous = None
     for key, version_id, etag, size, modified_ms, young in engine.rows(sql.UNREFERENCED, {"young_after": young_after}):
+        if key == previous:
+            raise InventoryError(
+                f"inventory {manifest.url}: the report lists {key!r} twice as a current object; "
+                "it is damaged or merged from two reports: name another report"
+            )
+        previous = key
         if matches_protect(key, safety.protect):
             skipped_protected += 1
         elif young:
@@ -206,24 +225,7 @@ def _join(
         misread_existing=misread_existing,
     )
     near_misses = _near_misses(engine, config, orphans, context) if orphans else []
-    source = InventorySource(
-        manifest=manifest.url,
-        created_at=rfc3339(manifest.created),
-        creation_timestamp=manifest.creation_ms,
-        checksum=manifest.checksum,
-        file_format=manifest.file_format,
-        files=len(manifest.files),
-    )
-    inventory_context = ScanContext(
-        bucket=context.bucket,
-        prefix=context.prefix,
-        bucket_versioning=context.bucket_versioning,
-        database=context.database,
-        undo_window_days=context.undo_window_days,
-        previous=context.previous,
-        inventory=source,
-    )
-    return assemble_plan(tally, orphans, near_misses, references, config.references, safety, inventory_context, now)
+    return tally, orphans, near_misses
 
 
 def _near_misses(engine: Engine, config: Config, orphans: list[ObjectVersion], context: ScanContext) -> list[NearMiss]:

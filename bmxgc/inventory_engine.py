@@ -19,6 +19,7 @@ from bmxgc import inventory_sql as sql
 from bmxgc.errors import InventoryError
 
 FETCH_ROWS = 10_000
+INSERT_KEYS = 100_000
 
 
 def _quoted(text: str) -> str:
@@ -33,8 +34,11 @@ class Engine:
     """One DuckDB database for one plan."""
 
     def __init__(self, folder: Path, *, memory_limit: str, threads: int | None) -> None:
+        self.folder = folder
+        self.pending: dict[str, list[str]] = {}
         try:
-            self.con = duckdb.connect(str(folder / "bmxgc-inventory.duckdb"))
+            # In memory, spilling to the folder past memory_limit.
+            self.con = duckdb.connect()
             self.con.execute(f"SET memory_limit = {_quoted(memory_limit)}")
             self.con.execute(f"SET temp_directory = {_quoted(str(folder / 'spill'))}")
             if threads is not None:
@@ -57,7 +61,17 @@ class Engine:
     # --- input ------------------------------------------------------------------
 
     def add_references(self, source: str, keys: list[str]) -> None:
-        """A batch of keys that ``source`` keeps alive (references.stream_references' sink)."""
+        """A batch of keys that ``source`` keeps alive (references.stream_references'
+        sink); sent to DuckDB ``INSERT_KEYS`` at a time."""
+        pending = self.pending.setdefault(source, [])
+        pending.extend(keys)
+        if len(pending) >= INSERT_KEYS:
+            self._insert(source)
+
+    def _insert(self, source: str) -> None:
+        keys = self.pending.pop(source, [])
+        if not keys:
+            return
         try:
             self.con.execute("INSERT INTO referenced SELECT ?, unnest(?::VARCHAR[])", [source, keys])
         except duckdb.Error as exc:
@@ -65,15 +79,19 @@ class Engine:
 
     def load_inventory(self, file_format: str, files: Sequence[Path], columns: Sequence[str], prefix: str) -> None:
         """The report's files as the ``inventory`` view, and its current objects under ``prefix``."""
+        for source in list(self.pending):
+            self._insert(source)
         listed = "[" + ", ".join(_quoted(str(f)) for f in files) + "]"
-        if file_format == "CSV":
-            column_map = "{" + ", ".join(f"{_quoted(c)}: 'VARCHAR'" for c in columns) + "}"
-            view = sql.INVENTORY_CSV.format(files=listed, columns=column_map)
-        else:
-            view = sql.INVENTORY_PARQUET.format(files=listed)
         try:
-            self.con.execute(view)
-            self.con.execute(sql.CURRENT_OBJECTS, {"prefix": prefix})
+            if file_format == "CSV":
+                column_map = "{" + ", ".join(f"{_quoted(c)}: 'VARCHAR'" for c in columns) + "}"
+                converted = self.folder / "inventory.parquet"
+                select = sql.INVENTORY_CSV.format(files=listed, columns=column_map)
+                self.con.execute(sql.CSV_TO_PARQUET.format(select=select, parquet=_quoted(str(converted))))
+                self.con.execute(sql.INVENTORY_VIEW.format(select=f"SELECT * FROM read_parquet({_quoted(str(converted))})"))
+            else:
+                self.con.execute(sql.INVENTORY_VIEW.format(select=sql.INVENTORY_PARQUET.format(files=listed)))
+            self.con.execute(sql.CURRENT_OBJECTS.format(prefix=_quoted(prefix)))
         except duckdb.Error as exc:
             raise _error(exc, "reading the inventory's data files") from None
 

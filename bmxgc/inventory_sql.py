@@ -21,12 +21,14 @@ statements on Athena and Spark.
 from __future__ import annotations
 
 # The report's rows under the prefix that are objects now (not a delete
-# marker, not a noncurrent version). Made once, read by every statement below.
+# marker, not a noncurrent version): a view, read by every statement below
+# (each reads only the columns it needs). {prefix} is the prefix as a SQL
+# string literal, written by the engine module (a view takes no parameters).
 CURRENT_OBJECTS = """
-CREATE TABLE current_objects AS
+CREATE VIEW current_objects AS
 SELECT key, version_id, e_tag, size, last_modified_ms
 FROM inventory
-WHERE starts_with(key, $prefix) AND is_latest AND NOT is_delete_marker
+WHERE starts_with(key, {prefix}) AND is_latest AND NOT is_delete_marker
 """
 
 # Every row under the prefix (versions and delete markers): stats.versions_listed.
@@ -44,9 +46,9 @@ FROM current_objects
 
 # referenced_keys (distinct keys all sources keep alive), and those under the prefix.
 REFERENCED = """
-SELECT count(DISTINCT key) AS referenced_keys,
-       count(DISTINCT key) FILTER (WHERE starts_with(key, $prefix)) AS under_prefix
-FROM referenced
+SELECT count(*) AS referenced_keys,
+       count(*) FILTER (WHERE starts_with(key, $prefix)) AS under_prefix
+FROM (SELECT DISTINCT key FROM referenced) AS distinct_keys
 """
 
 # The join: the current objects that no source references, sorted by key,
@@ -88,11 +90,24 @@ SELECT key FROM current_objects WHERE NOT starts_with(key, $folder) ORDER BY key
 # --- the report's files as the ``inventory`` relation --------------------------------
 # {files} is a list literal of local paths, {columns} (CSV) the report's
 # fileSchema as read_csv's column map: both written by the engine module.
+# A Parquet report is read where it is, by every statement; a CSV report is
+# read once and written as one Parquet file ({parquet}), which the
+# statements then read column by column.
+
+INVENTORY_PARQUET = """
+SELECT key,
+       CASE WHEN coalesce(version_id, '') = '' THEN 'null' ELSE version_id END AS version_id,
+       coalesce(is_latest, false) AS is_latest,
+       coalesce(is_delete_marker, false) AS is_delete_marker,
+       coalesce(size, 0) AS size,
+       epoch_ms(last_modified_date) AS last_modified_ms,
+       trim(coalesce(e_tag, ''), '"') AS e_tag
+FROM read_parquet({files})
+"""
 
 # CSV (gzip'd, every field quoted, keys URL-encoded with '+' for a space,
 # empty Size and ETag for delete markers).
 INVENTORY_CSV = """
-CREATE VIEW inventory AS
 SELECT url_decode(replace("Key", '+', '%20')) AS key,
        CASE WHEN coalesce("VersionId", '') = '' THEN 'null' ELSE "VersionId" END AS version_id,
        lower("IsLatest") = 'true' AS is_latest,
@@ -103,15 +118,9 @@ SELECT url_decode(replace("Key", '+', '%20')) AS key,
 FROM read_csv({files}, header = false, auto_detect = false, compression = 'gzip',
               quote = '"', escape = '"', columns = {columns})
 """
-
-INVENTORY_PARQUET = """
-CREATE VIEW inventory AS
-SELECT key,
-       CASE WHEN coalesce(version_id, '') = '' THEN 'null' ELSE version_id END AS version_id,
-       coalesce(is_latest, false) AS is_latest,
-       coalesce(is_delete_marker, false) AS is_delete_marker,
-       coalesce(size, 0) AS size,
-       epoch_ms(last_modified_date) AS last_modified_ms,
-       trim(coalesce(e_tag, ''), '"') AS e_tag
-FROM read_parquet({files})
+CSV_TO_PARQUET = """
+COPY ({select}) TO {parquet} (FORMAT PARQUET)
+"""
+INVENTORY_VIEW = """
+CREATE VIEW inventory AS {select}
 """

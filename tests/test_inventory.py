@@ -92,7 +92,10 @@ def test_inventory_plan_has_byte_identical_orphans_to_listing(
     plan_ok(cli, "-c", scene.config_path, "plan", "--out", listed)
     report = report_of(scene, inventory_bucket, tmp_path, fmt)
     from_inventory = tmp_path / "inventory.json"
-    doc = plan_ok(cli, "-c", scene.config_path, "plan", "--inventory", report.url, "--out", from_inventory)
+    result = cli("-c", scene.config_path, "plan", "--inventory", report.url, "--out", from_inventory)
+    assert result.code == 0, result.output
+    assert f"from the S3 Inventory report {report.url}" in result.out
+    doc = read_plan(from_inventory)
     assert orphans_section(from_inventory) == orphans_section(listed)
     assert [o["key"] for o in doc["orphans"]] == sorted(ORPHANS, key=lambda k: k.encode("utf-8"))
     listed_doc = read_plan(listed)
@@ -300,3 +303,27 @@ def test_drift_since_the_report_is_refused_at_apply(
     assert applied.code == 3 and "refused by gate 'drift'" in applied.err, applied.output
     assert "books/UPPER.webp" in applied.err
     assert scene.snapshot() == before
+
+
+def test_temporary_files_are_removed_after_a_plan_and_after_a_refusal(
+    cli: Cli, scene: World, inventory_bucket: Bucket, tmp_path: Path
+) -> None:
+    doc = scene.config_doc(safety={"min_age": "0s"})
+    doc["inventory"] = {"temp_directory": "scratch"}
+    config = write_toml(tmp_path / "scratch.toml", doc)
+    report = report_of(scene, inventory_bucket, tmp_path, "CSV")
+    assert cli("-c", config, "plan", "--inventory", report.url).code == 0
+    assert list((tmp_path / "scratch").iterdir()) == []  # relative to the config's folder
+    inventory_bucket.client.put_object(Bucket=inventory_bucket.name, Key=report.data_keys[0], Body=b"spoiled")
+    assert cli("-c", config, "plan", "--inventory", report.url).code == 3
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_a_key_listed_twice_as_current_is_an_error(
+    cli: Cli, scene: World, inventory_bucket: Bucket, tmp_path: Path
+) -> None:
+    rows = listed_rows(scene.client, scene.name)
+    twice = rows + [r for r in rows if r.key == "books/UPPER.webp"]
+    report = upload_report(inventory_bucket.client, inventory_bucket.name, twice, "Parquet", now(), tmp_path)
+    result = cli("-c", scene.config_path, "plan", "--inventory", report.url)
+    assert_one_line_error(result, 1, "books/UPPER.webp", "twice")
