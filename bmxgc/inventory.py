@@ -33,7 +33,7 @@ from bmxgc.manifest import (
     newest_report_folders,
     parse_manifest,
 )
-from bmxgc.model import InventorySource, NearMiss, ObjectVersion, VersionEntry, rfc3339
+from bmxgc.model import InventorySource, NearMiss, VersionEntry, rfc3339
 from bmxgc.planner import (
     BEYOND_SAMPLE,
     ScanContext,
@@ -48,6 +48,7 @@ from bmxgc.model import Plan
 from bmxgc.references import stream_references
 
 Progress = Callable[[int], None]
+OrphanRow = tuple[str, str, str, int, int]
 
 
 def find_manifest(client: s3.S3Client, url: str, bucket: str) -> Manifest:
@@ -149,8 +150,21 @@ def plan_from_inventory(
                 database_url, config.references, engine.add_references, progress, timeouts=config.database
             )
             engine.load_inventory(manifest.file_format, files, manifest.columns, prefix)
-            tally, orphans, near_misses = _join(engine, config, context, young_after, manifest)
-    # DuckDB's memory is given back before the plan is built and written.
+            tally, rows, near_misses = _join(engine, config, context, young_after, manifest)
+    # DuckDB's memory is given back before the orphans become records and the plan is written.
+    orphans = [
+        VersionEntry(
+            key=key,
+            version_id=version_id,
+            is_latest=True,
+            is_delete_marker=False,
+            last_modified=EPOCH + timedelta(milliseconds=modified_ms),
+            etag=etag,
+            size=size,
+        ).as_object()
+        for key, version_id, etag, size, modified_ms in rows
+    ]
+    del rows
     inventory_context = ScanContext(
         bucket=context.bucket,
         prefix=context.prefix,
@@ -172,8 +186,9 @@ def plan_from_inventory(
 
 def _join(
     engine: Engine, config: Config, context: ScanContext, young_after: int, manifest: Manifest
-) -> tuple[Tally, list[ObjectVersion], list[NearMiss]]:
-    """The join's figures, its orphans (in key order) and the near misses."""
+) -> tuple[Tally, list[OrphanRow], list[NearMiss]]:
+    """The join's figures, its orphans (in key order: key, version id, ETag, size,
+    LastModified in ms) and the near misses."""
     safety, prefix = config.safety, context.prefix
     (versions,) = engine.one(sql.VERSIONS_UNDER_PREFIX, {"prefix": prefix})
     scanned, bytes_scanned, found = engine.one(sql.SCANNED, {})
@@ -186,7 +201,7 @@ def _join(
     misread = sorted(literal_misreadings(safety.protect))
     misread_existing = [k for (k,) in engine.rows(sql.EXISTING_KEYS, {"keys": misread})] if misread else []
     skipped_protected = skipped_young = 0
-    orphans: list[ObjectVersion] = []
+    orphans: list[OrphanRow] = []  # tuples: a tenth of a record's memory while DuckDB holds its own
     previous = None
     for key, version_id, etag, size, modified_ms, young in engine.rows(sql.UNREFERENCED, {"young_after": young_after}):
         if key == previous:
@@ -200,17 +215,7 @@ def _join(
         elif young:
             skipped_young += 1
         else:
-            orphans.append(
-                VersionEntry(
-                    key=key,
-                    version_id=version_id,
-                    is_latest=True,
-                    is_delete_marker=False,
-                    last_modified=EPOCH + timedelta(milliseconds=modified_ms),
-                    etag=etag,
-                    size=size,
-                ).as_object()
-            )
+            orphans.append((key, version_id, etag, size, modified_ms))
     tally = Tally(
         versions=versions,
         scanned=scanned,
@@ -228,9 +233,9 @@ def _join(
     return tally, orphans, near_misses
 
 
-def _near_misses(engine: Engine, config: Config, orphans: list[ObjectVersion], context: ScanContext) -> list[NearMiss]:
+def _near_misses(engine: Engine, config: Config, orphans: list[OrphanRow], context: ScanContext) -> list[NearMiss]:
     """As ``planner.find_near_misses``, over each source's unfound keys streamed from the engine in key order."""
-    orphan_keys = {o.key for o in orphans}
+    orphan_keys = {o[0] for o in orphans}
     orphans_by_lower: dict[str, str] = {}
     for key in sorted(orphan_keys):
         orphans_by_lower.setdefault(key.lower(), key)

@@ -1,10 +1,9 @@
 """The embedded engine that runs bmxgc/inventory_sql.py: DuckDB. The only module that imports duckdb.
 
-One database file in a temporary folder of bmxgc's (removed afterwards), a
-memory limit past which DuckDB spills to disk (``[inventory]
-memory_limit``, ``temp_directory``), and the binary collation, so that keys
-sort in UTF-8 byte order as S3 lists them.
-"""
+An in-memory database that spills to a temporary folder of bmxgc's (removed
+afterwards) past its memory limit (``[inventory] memory_limit``,
+``temp_directory``), with the binary collation, so that keys sort in UTF-8
+byte order as S3 lists them."""
 
 from __future__ import annotations
 

@@ -105,3 +105,31 @@ def test_stream_references_sends_batches_and_keeps_no_keys(sqlite_db: Any) -> No
     assert sorted(k for _n, keys in batches for k in keys) == sorted(read.sources[0].keys)
     (result,) = streamed.sources
     assert (result.rows, result.skipped_null, result.skipped_empty, result.keys) == (STREAM_ROWS * 2 + 9, 1, 1, set())
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("inventory", "needle"),
+    [
+        ({"memory_limit": "lots"}, "inventory.memory_limit"),
+        ({"manifest": "https://bucket/manifest.json"}, "inventory.manifest"),
+        ({"threads": 0}, "inventory.threads"),
+        ({"spill": "/tmp"}, "inventory.spill"),
+    ],
+)
+def test_bad_inventory_settings_name_the_key(inventory: dict[str, Any], needle: str) -> None:
+    from bmxgc.config import config_from_dict
+    from bmxgc.errors import ConfigError
+    from support import config_doc
+
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        config_from_dict({**config_doc(), "inventory": inventory})
+
+
+@pytest.mark.unit
+def test_inventory_settings_defaults() -> None:
+    from bmxgc.config import config_from_dict
+    from support import config_doc
+
+    settings = config_from_dict(config_doc()).inventory
+    assert (settings.manifest, settings.memory_limit, settings.temp_directory, settings.threads) == (None, "1GiB", None, None)
