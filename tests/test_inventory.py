@@ -327,3 +327,24 @@ def test_a_key_listed_twice_as_current_is_an_error(
     report = upload_report(inventory_bucket.client, inventory_bucket.name, twice, "Parquet", now(), tmp_path)
     result = cli("-c", scene.config_path, "plan", "--inventory", report.url)
     assert_one_line_error(result, 1, "books/UPPER.webp", "twice")
+
+
+def test_protect_misread_pattern_and_a_prefix_that_is_not_a_folder_match_listing(
+    cli: Cli, scene: World, inventory_bucket: Bucket, tmp_path: Path
+) -> None:
+    scene.bucket.put("books/[draft].webp", b"a key that looks like a pattern")
+    safety = {"min_age": "0s", "protect": ["books/UPPER*", "books/[draft].webp"]}
+    doc = scene.config_doc(prefix="books", safety=safety)
+    doc["s3"]["prefix_is_folder"] = False
+    config = write_toml(tmp_path / "not-a-folder.toml", doc)
+    listed = tmp_path / "listed.json"
+    plan_ok(cli, "-c", config, "plan", "--out", listed)
+    report = report_of(scene, inventory_bucket, tmp_path, "CSV")
+    inv = tmp_path / "inventory.json"
+    plan = plan_ok(cli, "-c", config, "plan", "--inventory", report.url, "--out", inv)
+    listed_doc = read_plan(listed)
+    assert orphans_section(inv) == orphans_section(listed)
+    assert (plan["stats"], plan["warnings"]) == (listed_doc["stats"], listed_doc["warnings"])
+    assert plan["stats"]["skipped_protected"] == 1
+    assert any("bookshelf/y.webp" in w for w in plan["warnings"])  # outside books/, inside "books"
+    assert any("=books/[draft].webp" in w for w in plan["warnings"])  # the misread pattern
