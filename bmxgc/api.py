@@ -51,13 +51,15 @@ def plan(
     write: bool = True,
     cross_check: bool = False,
     cross_check_tables: Sequence[str] = (),
+    inventory: str | None = None,
     now: datetime | None = None,
     client: s3.S3Client | None = None,
 ) -> PlanResult:
-    """``bmxgc plan``: the plan, and where it was written (None with ``write=False``)."""
+    """``bmxgc plan``: the plan, and where it was written (None with ``write=False``).
+    ``inventory``: plan from that S3 Inventory report instead of listing."""
     return _plan(
         _config(config), out=out, write=write, cross_check=cross_check, cross_check_tables=cross_check_tables,
-        now=now, client=client,
+        inventory=inventory, now=now, client=client,
     )
 
 

@@ -155,9 +155,20 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     metavar="TABLE",
     help="Cross-check only these tables (repeatable; lifts the 50-table limit).",
 )
+@click.option(
+    "--inventory",
+    metavar="MANIFEST",
+    help="Plan from this S3 Inventory report (s3:// URL of a manifest.json, or of the inventory "
+    "configuration's folder: its newest complete report) instead of listing the prefix.",
+)
 @click.pass_obj
 def plan_command(
-    obj: _Context, out: str | None, detailed_exitcode: bool, cross_check: bool, cross_check_tables: tuple[str, ...]
+    obj: _Context,
+    out: str | None,
+    detailed_exitcode: bool,
+    cross_check: bool,
+    cross_check_tables: tuple[str, ...],
+    inventory: str | None,
 ) -> None:
     """List the prefix, read the references, and write a plan of the orphans."""
     from bmxgc.commands.plan import plan
@@ -170,6 +181,7 @@ def plan_command(
             progress=_progress(),
             cross_check=cross_check,
             cross_check_tables=cross_check_tables,
+            inventory=inventory,
         )
     finally:
         _end_progress()

@@ -181,12 +181,47 @@ class SafetySettings(_Strict):
         return parse_duration(self.max_plan_age)
 
 
+_MEMORY = re.compile(r"^[0-9]+(\.[0-9]+)? ?(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$")
+
+
+def _memory(text: str) -> str:
+    if _MEMORY.fullmatch(text) is None:
+        raise ValueError(f"{text!r} is not an amount of memory; write e.g. \"1GiB\" or \"512MB\"")
+    return text
+
+
+def inventory_url(url: str) -> str:
+    if not url.startswith("s3://") or not url.removeprefix("s3://").partition("/")[0]:
+        raise ValueError(
+            f"{url!r} is not an s3:// URL; write s3://BUCKET/PATH/manifest.json, or the inventory "
+            "configuration's folder s3://BUCKET/PREFIX/SOURCE-BUCKET/CONFIG-ID/"
+        )
+    return url
+
+
+InventoryUrl = Annotated[str, AfterValidator(inventory_url)]
+
+
+class InventorySettings(_Strict):
+    """``plan --inventory``: plan from an S3 Inventory report instead of listing."""
+
+    # s3://.../manifest.json, or the inventory configuration's folder (its newest complete manifest).
+    manifest: InventoryUrl | None = None
+    # DuckDB's memory limit for the join; past it, DuckDB spills to temp_directory.
+    memory_limit: Annotated[str, AfterValidator(_memory)] = "1GiB"
+    # Where DuckDB spills; default: a temporary folder of bmxgc's, removed afterwards.
+    temp_directory: str | None = None
+    # DuckDB's threads; default: one per core.
+    threads: int | None = Field(default=None, ge=1, le=256)
+
+
 class Config(_Strict):
     plans_dir: str = "plans"
     s3: S3Settings
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     references: list[ReferenceSource] = Field(min_length=1)
     safety: SafetySettings = Field(default_factory=SafetySettings)
+    inventory: InventorySettings = Field(default_factory=InventorySettings)
     # Where the file was read from; relative plans_dir is resolved against it.
     base_dir: Path = Field(default=Path("."), exclude=True)
 

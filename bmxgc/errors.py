@@ -120,3 +120,15 @@ class Interrupted(BmxgcError):
         super().__init__(message)
         self.exit_code = exit_code
         self.result = result
+
+
+class InventoryError(BmxgcError):
+    """An S3 Inventory report that bmxgc cannot plan from: not found, incomplete,
+    without the fields it needs, of a format it does not read. Exit 1."""
+
+
+class InventoryRefused(BmxgcError):
+    """An S3 Inventory report refused for this plan: a checksum that does not
+    match, another bucket's report, a report older than max_plan_age. Exit 3."""
+
+    exit_code = EXIT_REFUSED

@@ -290,6 +290,17 @@ class NearMiss(_Record):
     source: str
 
 
+class InventorySource(_Record):
+    """The S3 Inventory report a plan was made from (``plan --inventory``)."""
+
+    manifest: str  # s3:// URL of its manifest.json
+    created_at: UtcTime  # its creationTimestamp (whole seconds)
+    creation_timestamp: Count  # the same, in milliseconds since the epoch, as the manifest says
+    checksum: str  # MD5 (hex) of manifest.json, as its manifest.checksum says
+    file_format: str  # CSV or Parquet
+    files: Count  # data files read
+
+
 class PlanSummary(_Record):
     """A plan without its orphans: what ``show``, the trend and the jump gate read."""
 
@@ -301,6 +312,7 @@ class PlanSummary(_Record):
     prefix: str
     bucket_versioning: str
     database: str
+    inventory: InventorySource | None = None  # only in plans made from an inventory
     references: list[ReferenceSummary]
     safety: SafetySummary
     stats: Stats

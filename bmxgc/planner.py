@@ -19,6 +19,7 @@ from bmxgc import __version__
 from bmxgc.config import ReferenceSource, SafetySettings
 from bmxgc.model import (
     CrossCheckHit,
+    InventorySource,
     NearMiss,
     ObjectVersion,
     Plan,
@@ -84,6 +85,7 @@ class ScanContext:
     database: str  # already without its password
     undo_window_days: int | None = None
     previous: Previous | None = None
+    inventory: InventorySource | None = None  # a plan from an S3 Inventory report: which one
 
 
 @dataclass(frozen=True)
@@ -157,12 +159,63 @@ def build_plan(
     # UTF-8, so no surrogates). The listing is in that order already: the sort
     # only checks it, without a key per orphan.
     orphans.sort(key=_key_of)
-    under_prefix = sum(1 for key in referenced if key.startswith(context.prefix))
+    tally = Tally(
+        versions=versions,
+        scanned=scanned,
+        bytes_scanned=bytes_scanned,
+        found=found,
+        skipped_young=skipped_young,
+        skipped_protected=skipped_protected,
+        referenced_keys=len(referenced),
+        referenced_under_prefix=sum(1 for key in referenced if key.startswith(context.prefix)),
+        beyond=beyond,
+        beyond_sample=beyond_sample,
+        misread_existing=misread_existing,
+    )
+    near_misses = find_near_misses(references, sources, found_keys, orphans, context.bucket, context.prefix)
+    return assemble_plan(tally, orphans, near_misses, references, sources, safety, context, now)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """What one scan of a prefix counted, however it was scanned (a listing, an inventory)."""
+
+    versions: int
+    scanned: int
+    bytes_scanned: int
+    found: int
+    skipped_young: int
+    skipped_protected: int
+    referenced_keys: int
+    referenced_under_prefix: int
+    beyond: int = 0
+    beyond_sample: Sequence[str] = ()
+    misread_existing: Sequence[str] = ()
+
+
+def assemble_plan(
+    tally: Tally,
+    orphans: list[ObjectVersion],
+    near_misses: list[NearMiss],
+    references: References,
+    sources: Sequence[ReferenceSource],
+    safety: SafetySettings,
+    context: ScanContext,
+    now: datetime,
+) -> Plan:
+    """The plan from a scan's tally and its orphans (sorted by key in UTF-8 byte
+    order): stats, warnings and the sealed Plan. ``references`` gives each
+    source's row counts; its keys are not read here."""
+    versions, scanned, bytes_scanned = tally.versions, tally.scanned, tally.bytes_scanned
+    found, skipped_young, skipped_protected = tally.found, tally.skipped_young, tally.skipped_protected
+    beyond, beyond_sample, misread_existing = tally.beyond, tally.beyond_sample, tally.misread_existing
+    folder = context.prefix if context.prefix.endswith("/") else context.prefix + "/"
+    under_prefix = tally.referenced_under_prefix
     orphan_bytes = sum(o.size for o in orphans)
     stats = Stats(
         objects_scanned=scanned,
         bytes_scanned=bytes_scanned,
-        referenced_keys=len(referenced),
+        referenced_keys=tally.referenced_keys,
         referenced_found=found,
         dangling_references=under_prefix - found,
         orphans=len(orphans),
@@ -170,10 +223,9 @@ def build_plan(
         orphan_ratio=len(orphans) / scanned if scanned else 0.0,
         skipped_young=skipped_young,
         skipped_protected=skipped_protected,
-        referenced_outside_prefix=len(referenced) - under_prefix,
+        referenced_outside_prefix=tally.referenced_keys - under_prefix,
         versions_listed=versions,
     )
-    near_misses = find_near_misses(references, sources, found_keys, orphans, context.bucket, context.prefix)
     extra = near_miss_warnings(near_misses) + [
         protect_literal_warning(key) for key in sorted(misread_existing)
     ]
@@ -198,6 +250,7 @@ def build_plan(
         prefix=context.prefix,
         bucket_versioning=context.bucket_versioning,
         database=context.database,
+        inventory=context.inventory,
         references=[
             ReferenceSummary(
                 name=s.name,

@@ -218,10 +218,43 @@ def read_references(
     return References(sources=results)
 
 
+KeySink = Callable[[str, list[str]], None]
+
+
+def stream_references(
+    url: str,
+    sources: Iterable[ReferenceSource],
+    sink: KeySink,
+    progress: Progress | None = None,
+    *,
+    timeouts: DatabaseSettings | None = None,
+) -> References:
+    """Like ``read_references``, but the keys go to ``sink(source name, keys)``
+    in batches of at most ``STREAM_ROWS`` values' keys and are not kept: the
+    result holds each source's counts, with no keys (``plan --inventory``)."""
+    timeouts = timeouts or DatabaseSettings()
+    engine = _read_only_engine(url, timeouts)
+    results: list[SourceResult] = []
+    try:
+        with engine.connect() as conn:
+            for source in sources:
+                results.append(_run_source(conn, source, progress, timeouts, sink))
+    except DBAPIError as exc:
+        raise _connection_error(url, exc, timeouts) from None
+    finally:
+        engine.dispose()
+    return References(sources=results)
+
+
 def _run_source(
-    conn: Connection, source: ReferenceSource, progress: Progress | None, timeouts: DatabaseSettings
+    conn: Connection,
+    source: ReferenceSource,
+    progress: Progress | None,
+    timeouts: DatabaseSettings,
+    sink: KeySink | None = None,
 ) -> SourceResult:
     result = SourceResult(name=source.name)
+    batch: list[str] = []
     try:
         with conn.begin():
             rows = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(
@@ -245,9 +278,17 @@ def _run_source(
                 if value == "":
                     result.skipped_empty += 1
                     continue
-                result.keys.update(expand(value, source.keys))
+                if sink is None:
+                    result.keys.update(expand(value, source.keys))
+                else:
+                    batch.extend(expand(value, source.keys))
+                    if len(batch) >= STREAM_ROWS:
+                        sink(source.name, batch)
+                        batch = []
                 if progress is not None and result.rows % STREAM_ROWS == 0:
                     progress(result.rows)
+            if batch and sink is not None:
+                sink(source.name, batch)
     except DBAPIError as exc:
         timed_out = _timed_out(exc, timeouts)
         if timed_out is not None:

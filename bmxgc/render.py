@@ -63,6 +63,11 @@ def plan_text(plan: PlanSummary, path: Path | str | None = None, refusal: str | 
         f"Scanned s3://{plan.bucket}/{plan.prefix} (versioning: {plan.bucket_versioning}) "
         f"against {plan.database}"
     )
+    if plan.inventory is not None:
+        lines.append(
+            f"from the S3 Inventory report {plan.inventory.manifest} (made {plan.inventory.created_at}; "
+            "min_age counted from then)"
+        )
     lines += _stat_lines(plan)
     if plan.cross_check_columns is not None:
         lines.append(

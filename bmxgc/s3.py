@@ -872,6 +872,37 @@ def list_keys(client: S3Client, bucket: str, prefix: str) -> Iterator[str]:
         raise describe_error(exc, f"listing s3://{bucket}/{prefix}") from None
 
 
+def list_folders(client: S3Client, bucket: str, prefix: str) -> list[str]:
+    """The sub-folders directly under ``prefix`` (ListObjectsV2 with a '/' delimiter)."""
+    paginator = client.get_paginator("list_objects_v2")
+    folders: list[str] = []
+    try:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+    except (ClientError, BotoCoreError) as exc:
+        raise describe_error(exc, f"listing s3://{bucket}/{prefix}") from None
+    return folders
+
+
+DOWNLOAD_CHUNK = 1 << 20
+
+
+def download_object(client: S3Client, bucket: str, key: str, sink: Callable[[bytes], object]) -> bool:
+    """Stream ``key``'s current version into ``sink`` in chunks of 1 MiB;
+    False if there is no such object."""
+    try:
+        answer = client.get_object(Bucket=bucket, Key=key)
+        for chunk in answer["Body"].iter_chunks(DOWNLOAD_CHUNK):
+            sink(chunk)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return False
+        raise describe_error(exc, f"reading s3://{bucket}/{key}") from None
+    except BotoCoreError as exc:
+        raise describe_error(exc, f"reading s3://{bucket}/{key}") from None
+    return True
+
+
 def split_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/key`` -> ``("bucket", "some/key")``."""
     rest = url.removeprefix("s3://")

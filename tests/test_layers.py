@@ -26,8 +26,10 @@ PURE = [
     "bmxgc.review",
     "bmxgc.results",
     "bmxgc.render",
+    "bmxgc.manifest",
+    "bmxgc.inventory_sql",
 ]
-EFFECTFUL = ("boto3", "botocore", "sqlalchemy")
+EFFECTFUL = ("boto3", "botocore", "sqlalchemy", "duckdb")
 
 CHECK = """
 import importlib, sys

@@ -7,7 +7,8 @@ from datetime import datetime
 from pathlib import Path
 
 from bmxgc import s3
-from bmxgc.config import Config
+from bmxgc.config import Config, inventory_url
+from bmxgc.inventory import find_manifest, plan_from_inventory
 from bmxgc.errors import ConfigError, InputNotFound, PlanFileError
 from bmxgc.model import Plan, utc_now
 from bmxgc.planfile import default_file_name, plan_chunks
@@ -32,6 +33,7 @@ def plan(
     write: bool = True,
     cross_check: bool = False,
     cross_check_tables: Sequence[str] = (),
+    inventory: str | None = None,
     now: datetime | None = None,
     progress: Progress | None = None,
     client: s3.S3Client | None = None,
@@ -46,31 +48,45 @@ def plan(
     if out is not None:
         check_out_outside_prefix(str(out), config)
     database_url = config.database_url()
-    references = read_references(
-        database_url, config.references, progress=_stage(progress, "querying"), timeouts=config.database
-    )
-    client = s3.client_for(config.s3, client)
+    inventory = inventory or config.inventory.manifest
+    if inventory is not None:
+        checkinventory_url(inventory)
+        client = s3.client_for(config.s3, client)
+        # The report is checked before the database is read: a wrong report fails fast.
+        manifest = find_manifest(client, inventory, config.s3.bucket)
+        references = None
+    else:
+        references = read_references(
+            database_url, config.references, progress=_stage(progress, "querying"), timeouts=config.database
+        )
+        client = s3.client_for(config.s3, client)
     bucket, prefix = config.s3.bucket, config.s3.prefix
     versioning = s3.versioning_status(client, bucket)
     undo_days = s3.noncurrent_expiry_days(client, bucket, prefix)
     store = plans_store(config, client)
-    result = build_plan(
-        s3.list_versions(
-            client, bucket, prefix, _stage(progress, "listing"), concurrency=config.s3.list_concurrency
-        ),
-        references,
-        config.references,
-        config.safety,
-        ScanContext(
-            bucket=bucket,
-            prefix=prefix,
-            bucket_versioning=versioning,
-            database=redact_url(database_url),
-            undo_window_days=undo_days,
-            previous=previous_plan(store, bucket, prefix),
-        ),
-        now or utc_now(),
+    context = ScanContext(
+        bucket=bucket,
+        prefix=prefix,
+        bucket_versioning=versioning,
+        database=redact_url(database_url),
+        undo_window_days=undo_days,
+        previous=previous_plan(store, bucket, prefix),
     )
+    if references is None:
+        result = plan_from_inventory(
+            config, manifest, client, database_url, context, now or utc_now(), _stage(progress, "querying")
+        )
+    else:
+        result = build_plan(
+            s3.list_versions(
+                client, bucket, prefix, _stage(progress, "listing"), concurrency=config.s3.list_concurrency
+            ),
+            references,
+            config.references,
+            config.safety,
+            context,
+            now or utc_now(),
+        )
     if cross_check or cross_check_tables:
         found = references_cross_check(
             database_url,
@@ -91,6 +107,14 @@ def plan(
         name = default_file_name(result)
     location = create_once(store, name, lambda: plan_chunks(result), read_only=True)
     return PlanResult(plan=result, path=location, refusal=refusal)
+
+
+def checkinventory_url(url: str) -> None:
+    """``--inventory``: an s3:// URL of a manifest.json or of an inventory configuration's folder."""
+    try:
+        inventory_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"--inventory: {exc}") from None
 
 
 def check_out_outside_prefix(out: str, config: Config) -> None:
