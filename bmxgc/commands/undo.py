@@ -95,7 +95,7 @@ def undo(
             gates.check_consent(confirm, summary, command="undo")
         record = _Record(store, record_name, runs, name, receipt, took_over=held.took_over)
         try:
-            errors = _remove_markers(client, receipt.bucket, decided.restores, record)
+            errors = _remove_markers(client, receipt.bucket, decided.restores, record, config.s3.delete_concurrency)
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the request in flight is recorded
             raise Interrupted(
                 f"interrupted: undo stopped before it finished (what it intended is in "
@@ -241,7 +241,9 @@ Marker = tuple[str, str]  # key, the delete marker's version id
 KeyError_ = tuple[str, str, str]  # key, code, message
 
 
-def _remove_markers(client: s3.S3Client, bucket: str, restores: list[Restore], record: _Record) -> list[KeyError_]:
+def _remove_markers(
+    client: s3.S3Client, bucket: str, restores: list[Restore], record: _Record, concurrency: int
+) -> list[KeyError_]:
     """Remove every marker of every restore through the executor, each batch
     noted in the record first. Removing a version by id is idempotent:
     botocore's retries apply, and a failed request is an error for its keys."""
@@ -251,6 +253,7 @@ def _remove_markers(client: s3.S3Client, bucket: str, restores: list[Restore], r
         record,
         lambda batch, _n: Sent(s3.delete_batch(client, bucket, [(k, m, None) for k, m in batch]).errors),
         failed=lambda batch, exc: [(key, "RequestFailed", str(exc)) for key, _marker in batch],
+        concurrency=concurrency,
     )
     return record.errors
 
@@ -288,7 +291,7 @@ class _Record:
     # The record is written when the first batch goes out and at the end; each
     # batch's keys are appended to the journal beside it (linear, not the whole
     # record per batch), which the next undo reads back if this one is killed.
-    def intend(self, batch: Sequence[Marker]) -> None:
+    def intend(self, request: int, batch: Sequence[Marker]) -> None:
         keys = [key for key, _marker in batch]
         journal = undo_journal_name(self.name)
         try:
@@ -305,7 +308,7 @@ class _Record:
         except (OSError, BmxgcError):
             pass  # a log, not a guard: finish reports a record it cannot write
 
-    def record(self, answer: list[KeyError_]) -> None:
+    def record(self, request: int, answer: list[KeyError_]) -> None:
         self.errors += answer
 
     def interrupted(self) -> None:
