@@ -68,6 +68,8 @@ class S3Settings(_Strict):
     call_timeout: Timeout = "5m"
     # Connections that list one prefix at once (split into key ranges); 1: one connection.
     list_concurrency: int = Field(default=8, ge=1, le=64)
+    # DeleteObjects requests (1,000 keys each) in flight at once: apply, undo, recover.
+    delete_concurrency: int = Field(default=4, ge=1, le=16)
 
     @field_validator("prefix")
     @classmethod

@@ -76,6 +76,11 @@ def batches_finish() -> Iterator[None]:
         _State.deferring -= 1
 
 
+def pending() -> bool:
+    """A signal arrived during the requests in flight: send no more, record them, then ``check``."""
+    return _State.pending is not None
+
+
 def check() -> None:
     """Between two requests: stop now if a signal arrived during the last one."""
     signum, _State.pending = _State.pending, None

@@ -29,6 +29,7 @@ from bmxgc.model import (
     PlanSummary,
     Receipt,
     ReceiptHeader,
+    ReceiptStatus,
     RestoredEntry,
     rfc3339,
     utc_now,
@@ -81,18 +82,26 @@ def replay_journal(text: str, source: str) -> Receipt:
     """The receipt a journal's lines describe: the first line's receipt, each
     batch's intent in ``pending`` until its outcome moves it to ``deleted``,
     ``restored`` or ``errors``. A last line without its newline was cut off by
-    a crash while it was written: its request was never sent."""
+    a crash while it was written: its request was never sent.
+
+    With several requests in flight (``[s3] delete_concurrency``) each intent
+    and outcome line carries its request's number: an outcome clears only its
+    own batch. A line without one (one request at a time, as bmxgc wrote
+    before) answers every batch pending."""
     lines = text.split("\n")
     lines = lines[:-1]  # the part after the last newline: empty, or a line cut off
     try:
         doc: dict[str, Any] | None = None
-        pending: list[Any] = []
+        pending: dict[Any, Any] = {}
         deleted: list[Any] = []
         errors: list[Any] = []
         restored: list[Any] = []
-        for line in lines:
+        for index, line in enumerate(lines):
             entry = strict_json(line)
-            if not isinstance(entry, dict) or len(entry) != 1:
+            if not isinstance(entry, dict):
+                raise ValueError("a line is not one journal entry")
+            request = entry.pop("request", None)
+            if len(entry) != 1 or (request is not None and type(request) is not int):
                 raise ValueError("a line is not one journal entry")
             (what, value), = entry.items()
             if what == "receipt" and doc is None:
@@ -100,11 +109,14 @@ def replay_journal(text: str, source: str) -> Receipt:
             elif doc is None:
                 raise ValueError("the first line is not the receipt")
             elif what == "intend":
-                pending.append(value)
+                pending[("line", index) if request is None else request] = value
             elif what == "record":
                 deleted += value["deleted"]
                 errors += value["errors"]
-                pending = []
+                if request is None:
+                    pending.clear()
+                else:
+                    pending.pop(request, None)
             elif what == "restored":
                 restored += value["restored"]
                 errors += value["errors"]
@@ -112,7 +124,7 @@ def replay_journal(text: str, source: str) -> Receipt:
                 raise ValueError(f"unknown entry {what!r}")
         if doc is None:
             raise ValueError("it is empty")
-        doc.update(deleted=deleted, errors=errors, pending=pending, restored=restored)
+        doc.update(deleted=deleted, errors=errors, pending=list(pending.values()), restored=restored)
         return Receipt.model_validate(doc)
     except ValidationError as exc:
         raise PlanFileError(
@@ -277,12 +289,57 @@ def newest_receipt(store: Store) -> str:
     return chosen
 
 
+class _ReceiptSummary(ReceiptHeader):
+    """What the jump gate needs of a receipt: whose plan, where, and whether it finished."""
+
+    bucket: str
+    prefix: str
+    status: ReceiptStatus
+
+
+def _head_fields(store: Store, name: str) -> tuple[dict[str, Any], bool] | None:
+    """The top-level fields in a document's first ``HEAD_BYTES`` and whether
+    that is all of it; None if there is no such document."""
+    found = store.read_head(name, HEAD_BYTES)
+    if found is None:
+        return None
+    head, complete = found
+    if complete:
+        fields = strict_json(codecs.decode(head, "utf-8"))
+        if not isinstance(fields, dict):
+            raise ValueError("the JSON is not an object")
+        return fields, True
+    return _leading_fields(codecs.getincrementaldecoder("utf-8")().decode(head, final=False)), False
+
+
+def _receipt_summary(store: Store, name: str) -> _ReceiptSummary:
+    """A receipt's summary from its head (bmxgc writes ``status`` before the
+    long lists); a receipt whose head does not hold it (one kept current while
+    its run went on, or one laid out otherwise) is read whole, its journal too."""
+    try:
+        found = _head_fields(store, name)
+        if found is None:
+            raise InputNotFound(f"{store.location(name)}: receipt not found")
+        fields, _complete = found
+        if {"format_version", "plan_hash", "started_at", "bucket", "prefix", "status"} <= set(fields):
+            return _ReceiptSummary.model_validate(fields)
+    except (ValueError, UnicodeDecodeError, ValidationError) as exc:
+        raise PlanFileError(f"{store.location(name)}: not a receipt: {exc}") from None
+    receipt = load_receipt(store, name)
+    return _ReceiptSummary.model_validate(receipt.model_dump(include=set(_ReceiptSummary.model_fields)))
+
+
 def last_applied_plan(
     store: Store, bucket: str, prefix: str, exclude_hash: str = ""
 ) -> tuple[str, PlanSummary] | None:
     """The newest plan in ``store`` of ``bucket`` and ``prefix`` whose apply
     receipt (beside it, by name) exists, is for it and is ``complete``; not
-    the plan ``exclude_hash``. A file that cannot be read is no baseline."""
+    the plan ``exclude_hash``. A file that cannot be read is no baseline.
+
+    Receipts are judged by their heads (``HEAD_BYTES``) and plans by their
+    summaries (``planstream.read_summary``): the baseline needs no orphan,
+    so no receipt or plan of plans_dir is read whole (one not in bmxgc's
+    layout is)."""
     names = set(store.names())
     found: list[tuple[str, str, PlanSummary]] = []
     for name in names:
@@ -290,7 +347,7 @@ def last_applied_plan(
         if not is_plan_name(name) or receipt_name not in names:
             continue
         try:
-            receipt = load_receipt(store, receipt_name)
+            receipt = _receipt_summary(store, receipt_name)
             if receipt.kind != "apply" or receipt.status != "complete":
                 continue
             if (receipt.bucket, receipt.prefix) != (bucket, prefix) or receipt.plan_hash == exclude_hash:
@@ -339,6 +396,7 @@ class Journal:
         self.journal_name = journal_name(name)
         self._grows = "restored" if receipt.kind == "recover" else "deleted"
         self._view: _View | None = None
+        self._in_flight: dict[int | None, PendingBatch] = {}  # request number -> its batch, while pending
 
     @property
     def location(self) -> str:
@@ -384,7 +442,9 @@ class Journal:
         store.append_line(journal.journal_name, _line({"receipt": planfile.document(receipt)}))
         return journal
 
-    def _append(self, entry: dict[str, Any]) -> None:
+    def _append(self, entry: dict[str, Any], request: int | None = None) -> None:
+        if request is not None:
+            entry = {**entry, "request": request}
         self.store.append_line(self.journal_name, _line(entry))
 
     def _show(self, added: Sequence[Any]) -> None:
@@ -393,21 +453,31 @@ class Journal:
             at, data = self._view.update(added, self.receipt)
             self.store.rewrite_from(self.name, at, data)
 
-    def intend(self, batch: Sequence[ObjectVersion]) -> None:
-        """Journal a batch before its request is sent."""
+    def intend(self, batch: Sequence[ObjectVersion], request: int | None = None) -> None:
+        """Journal a batch before its request (number ``request``, when several
+        may be in flight) is sent."""
         pending = PendingBatch(sent_at=rfc3339(utc_now()), keys=list(batch))
         self.receipt.pending.append(pending)
-        self._append({"intend": planfile.document(pending)})
-        self._show([])
+        self._in_flight[request] = pending
+        self._append({"intend": planfile.document(pending)}, request)
+        if self._view is not None:
+            self.store.rewrite_from(self.name, *self._view.intend(pending))
 
-    def record(self, deleted: Sequence[DeletedEntry], errors: Sequence[KeyFailure]) -> None:
-        """Journal the answer to the pending batch and clear it. The answer is
-        kept in memory first: a journal that cannot be written still lets the
-        run say what was deleted."""
+    def record(
+        self, deleted: Sequence[DeletedEntry], errors: Sequence[KeyFailure], request: int | None = None
+    ) -> None:
+        """Journal the answer to request ``request`` and clear its batch (with no
+        number: every pending batch). The answer is kept in memory first: a
+        journal that cannot be written still lets the run say what was deleted."""
         self.receipt.deleted.extend(deleted)
         self.receipt.errors.extend(errors)
-        self.receipt.pending.clear()
-        self._append({"record": {"deleted": _docs(deleted), "errors": _docs(errors)}})
+        if request is None:
+            self.receipt.pending.clear()
+            self._in_flight.clear()
+        else:
+            answered = self._in_flight.pop(request, None)
+            self.receipt.pending[:] = [p for p in self.receipt.pending if p is not answered]
+        self._append({"record": {"deleted": _docs(deleted), "errors": _docs(errors)}}, request)
         self._show(deleted)
 
     def record_restored(self, restored: Sequence[RestoredEntry], errors: Sequence[KeyFailure]) -> None:
@@ -449,36 +519,67 @@ def _row(entry: Any) -> str:
 class _View:
     """The receipt file while a run goes on: every field but the growing list
     (``deleted``, or ``restored`` for recover) and what follows it is written
-    once; each batch writes its new entries at the end of that list and the
-    short tail after it (errors, pending, status)."""
+    once; each outcome writes its new entries at the end of that list and the
+    short tail after it (errors, status, the batches still pending). The
+    pending batches come last, so that a batch's intent is added at the end
+    of the file, by itself: with several requests in flight
+    (``delete_concurrency``) the others are not written again for it."""
+
+    _CLOSE = b"]\n}\n"  # the pending list's end, and the file's
 
     def __init__(self, grows: str, receipt: Receipt) -> None:
         self.grows = grows
         doc = receipt.model_dump(mode="json")
-        self.tail_fields = [f for f in ("deleted", "errors", "pending", "restored") if f != grows]
-        self.tail_fields += ["status", "finished_at"]
+        self.tail_fields = [f for f in ("deleted", "errors", "restored") if f != grows]
+        self.tail_fields += ["status", "finished_at", "pending"]
         head = [f for f in doc if f not in self.tail_fields and f != grows]
         lines = ["{"] + [f"  {json.dumps(f)}: {json.dumps(doc[f], ensure_ascii=False)}," for f in head]
         self.head = ("\n".join(lines) + f"\n  {json.dumps(grows)}: [").encode("utf-8")
         self.end = len(self.head)  # where the growing list's entries end
         self.count = 0
+        self.pending_rows: dict[int, tuple[PendingBatch, bytes]] = {}
+        self.close_at = 0  # where the pending list's closing bracket is
+        self.pending_shown = 0
 
     def _tail(self, receipt: Receipt) -> bytes:
-        doc = receipt.model_dump(mode="json", include=set(self.tail_fields))
+        doc = receipt.model_dump(mode="json", include=set(self.tail_fields) - {"pending"})
         parts = []
         for field in self.tail_fields:
-            value = doc[field]
-            if isinstance(value, list):
-                text = "[" + ", ".join(_row(v) for v in value) + "]"
+            if field == "pending":
+                continue
+            if isinstance(doc[field], list):
+                text = "[" + ", ".join(_row(v) for v in doc[field]) + "]"
             else:
-                text = json.dumps(value)
+                text = json.dumps(doc[field])
             parts.append(f"  {json.dumps(field)}: {text}")
-        return ("\n  ],\n" + ",\n".join(parts) + "\n}\n").encode("utf-8")
+        pending = b", ".join(self._pending_row(p) for p in receipt.pending)
+        self.pending_shown = len(receipt.pending)
+        return ("\n  ],\n" + ",\n".join(parts) + ',\n  "pending": [').encode("utf-8") + pending + self._CLOSE
+
+    def _pending_row(self, pending: PendingBatch) -> bytes:
+        """Each batch in flight is rendered once, when it is intended."""
+        cached = self.pending_rows.get(id(pending))
+        if cached is None or cached[0] is not pending:
+            cached = (pending, _row(pending).encode("utf-8"))
+            self.pending_rows[id(pending)] = cached
+        return cached[1]
 
     def text(self, receipt: Receipt) -> str:
-        return (self.head + self._tail(receipt)).decode("utf-8")
+        tail = self._tail(receipt)
+        self.close_at = len(self.head) + len(tail) - len(self._CLOSE)
+        return (self.head + tail).decode("utf-8")
+
+    def intend(self, pending: PendingBatch) -> tuple[int, bytes]:
+        """A batch's intent: added at the end of the pending list, nothing else written."""
+        row = (b", " if self.pending_shown else b"") + self._pending_row(pending)
+        at = self.close_at
+        self.close_at += len(row)
+        self.pending_shown += 1
+        return at, row + self._CLOSE
 
     def update(self, added: Sequence[Any], receipt: Receipt) -> tuple[int, bytes]:
+        live = {id(p) for p in receipt.pending}
+        self.pending_rows = {k: v for k, v in self.pending_rows.items() if k in live}
         at = self.end
         rows = b""
         if added:
@@ -487,4 +588,6 @@ class _View:
             )
             self.count += len(added)
         self.end = at + len(rows)
-        return at, rows + self._tail(receipt)
+        tail = self._tail(receipt)
+        self.close_at = self.end + len(tail) - len(self._CLOSE)
+        return at, rows + tail

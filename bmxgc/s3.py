@@ -72,7 +72,7 @@ def client_for(settings: S3Settings, client: S3Client | None = None) -> S3Client
         connect_timeout=connect,
         read_timeout=read,
         call_timeout=call,
-        connections=settings.list_concurrency,
+        connections=settings.list_concurrency + settings.delete_concurrency,
     )
 
 

@@ -182,6 +182,11 @@ class World:
             self.doc, self.config_path = doc, path
         return path
 
+    def one_request_at_a_time(self) -> None:
+        """``[s3] delete_concurrency = 1``: for a test about what happens between two batches."""
+        self.doc["s3"]["delete_concurrency"] = 1
+        write_toml(self.config_path, self.doc)
+
     def config(self) -> Any:
         from bmxgc.config import load_config
 

@@ -97,6 +97,7 @@ def test_apply_request_failing_midway_exits_1_says_what_was_deleted_and_undo_res
 ) -> None:
     """Credentials expire between batches: the first 1,000 are gone, the
     request for the rest fails without retries."""
+    big.one_request_at_a_time()  # "between batches": the second request is the second batch's
     start = big.snapshot()
     plan = big.plan()
     attempts: list[str] = []
@@ -124,6 +125,7 @@ def test_apply_credentials_expire_midway_message_survives_lock_release_failure(
 ) -> None:
     """Expired credentials fail the next batch and the lock's release too: the
     operator still learns what was deleted and how to undo it."""
+    big.one_request_at_a_time()  # the second request is the second batch's
     plan = big.plan()
     hooked("before-send.s3.DeleteObjects", request_error(2, 400, "ExpiredToken", []))
     hooked("before-send.s3.DeleteObject", request_error(1, 400, "ExpiredToken", []))

@@ -15,6 +15,7 @@ import pytest
 
 from apply_support import World, build_world
 from servers import Database
+from support import write_toml
 from slow_deletes_cli import MARK
 
 RUNNER = Path(__file__).with_name("slow_deletes_cli.py")
@@ -50,6 +51,7 @@ def test_apply_interrupted_records_the_batch_in_flight_and_says_how_to_undo(
     big_world: World, cli: object, signum: int, code: int
 ) -> None:
     world = big_world
+    world.one_request_at_a_time()  # the second batch waits for the first's answer
     plan = world.plan()
     returncode, output = _apply_interrupted(world, plan, signum)
 
@@ -66,6 +68,37 @@ def test_apply_interrupted_records_the_batch_in_flight_and_says_how_to_undo(
     assert sorted(e["key"] for e in receipt["deleted"]) == sorted(deleted_now)
     assert receipt["pending"] == []
     assert world.lock_keys() == []  # released
+
+    undone = cli("-c", world.config_path, "undo", receipt_path, "--auto-approve")  # type: ignore[operator]
+    assert undone.code == 0, undone.output
+    world.assert_orphans_restored()
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
+def test_apply_interrupted_with_several_requests_in_flight_records_each_and_sends_no_more(
+    bucket: object, sqlite_db: Database, tmp_path: Path, cli: object, signum: int, code: int
+) -> None:
+    # [s3] delete_concurrency = 2 and three batches: the first two go out
+    # together; the signal comes while their answers are in flight. Both are
+    # recorded, the third is never sent.
+    world = build_world(bucket, sqlite_db, tmp_path, live=100, orphans=2500, fast=True, safety={"max_orphan_ratio": 1.0})
+    world.doc["s3"]["delete_concurrency"] = 2
+    write_toml(world.config_path, world.doc)
+    plan = world.plan()
+    returncode, output = _apply_interrupted(world, plan, signum)
+
+    assert returncode == code, output
+    assert "Traceback" not in output
+    receipt_path = world.receipt_path(plan)
+    assert "2,000 of 2,500 objects were deleted" in output, output
+    deleted_now = [k for k in world.orphan_keys if world.current(k) is None]
+    assert len(deleted_now) == 2000
+    receipt = json.loads(receipt_path.read_text(encoding="utf-8"))
+    assert receipt["status"] == "partial"
+    assert sorted(e["key"] for e in receipt["deleted"]) == sorted(deleted_now)
+    assert [e["key"] for e in receipt["deleted"]] == sorted(deleted_now)  # in the plan's order, batch by batch
+    assert receipt["pending"] == []
+    assert world.lock_keys() == []
 
     undone = cli("-c", world.config_path, "undo", receipt_path, "--auto-approve")  # type: ignore[operator]
     assert undone.code == 0, undone.output

@@ -62,7 +62,12 @@ def test_apply_writes_bytes_linear_in_its_objects_not_the_receipt_per_batch(big:
     receipt = big.receipt(plan)
     assert receipt["status"] == "complete" and len(receipt["deleted"]) == ORPHANS and receipt["pending"] == []
     assert not (big.plans_dir / f"{plan.stem}.receipt.journal").exists()  # the receipt holds it all now
-    assert written < 8 * receipt_bytes, (written, receipt_bytes)
+    # Each batch writes its own entries a few times; with several requests in
+    # flight, each outcome also rewrites the batches still pending after it in
+    # the receipt kept current (delete_concurrency - 1 of them): a constant
+    # factor. Rewriting the whole receipt per batch would be ~100 receipts here.
+    in_flight = big.config().s3.delete_concurrency
+    assert written < (8 + 2 * (in_flight - 1)) * receipt_bytes, (written, receipt_bytes)
 
 
 def _killed_inside_second_batch(world: World, tmp_path: Path) -> Path:
@@ -84,6 +89,7 @@ def test_a_receipt_torn_by_a_crash_is_rebuilt_from_its_journal_and_undo_restores
     tail (a crash while it was being brought up to date). The journal holds
     the first batch's outcome and the second batch's intent: undo restores all
     1,005 objects and the bucket is as it began."""
+    big.one_request_at_a_time()  # the 2nd batch is sent after the 1st is recorded
     start = big.snapshot()
     plan = _killed_inside_second_batch(big, tmp_path)
     journal = big.plans_dir / f"{plan.stem}.receipt.journal"
@@ -156,6 +162,7 @@ def test_undo_writes_its_record_linearly_and_a_killed_undo_leaves_its_intent_for
     the run is in_progress and its journal the 15 keys it intended; the next
     undo reads them back into the record and restores the rest, writing bytes
     linear in the keys (not the whole record per batch)."""
+    big.one_request_at_a_time()  # killed after exactly 3 requests: 3 intents
     start = big.snapshot()
     plan = big.plan()
     assert cli("-c", big.config_path, "apply", plan, "--auto-approve").code == 0

@@ -114,7 +114,7 @@ def apply(
             prefix_versions=plan.stats.versions_listed,
         )
         try:
-            _delete_all(client, plan, journal, progress)
+            _delete_all(client, plan, journal, progress, config.s3.delete_concurrency)
         except ServiceError as exc:
             # A request failed after botocore's retries: say what was already
             # deleted and how to take it back, not only what S3 answered.
@@ -229,21 +229,27 @@ class _Receipt:
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
-    def intend(self, batch: Sequence[ObjectVersion]) -> None:
-        self.journal.intend(batch)
+    def intend(self, request: int, batch: Sequence[ObjectVersion]) -> None:
+        self.journal.intend(batch, request)
 
-    def record(self, answer: Answer) -> None:
-        self.journal.record(*answer)
+    def record(self, request: int, answer: Answer) -> None:
+        self.journal.record(*answer, request=request)
 
     def interrupted(self) -> None:
-        # The batch in flight stays 'pending' in the receipt: undo finds its markers.
+        # A batch whose outcome is unknown stays 'pending' in the receipt: undo finds its markers.
         self.journal.finish(failed=True)
 
 
 def _delete_all(
-    client: s3.S3Client, plan: Plan, journal: Journal, progress: DeleteProgress | None
+    client: s3.S3Client, plan: Plan, journal: Journal, progress: DeleteProgress | None, concurrency: int
 ) -> None:
-    send_batches(plan.orphans, _Receipt(journal), lambda todo, n: _send(client, plan, todo, n), progress=progress)
+    send_batches(
+        plan.orphans,
+        _Receipt(journal),
+        lambda todo, n: _send(client, plan, todo, n),
+        progress=progress,
+        concurrency=concurrency,
+    )
     journal.finish()
 
 

@@ -102,7 +102,9 @@ def recover(
                 undo_until=None,
             )
             try:
-                restored, failed = _remove_markers(client, bucket, plan.restores, journal)
+                restored, failed = _remove_markers(
+                    client, bucket, plan.restores, journal, config.s3.delete_concurrency
+                )
             except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the request in flight is recorded
                 raise Interrupted(
                     f"interrupted: {len(journal.receipt.restored):,} of {len(plan.restores):,} objects were "
@@ -176,10 +178,10 @@ class _Restoring:
         self.left = collections.Counter(index for index, _key, _marker in entries)
         self.failed: set[int] = set()
 
-    def intend(self, batch: Sequence[Entry]) -> None:
+    def intend(self, request: int, batch: Sequence[Entry]) -> None:
         """Nothing to note: the recovery plan, written first, lists every marker."""
 
-    def record(self, answer: Answer) -> None:
+    def record(self, request: int, answer: Answer) -> None:
         batch, outcome = answer
         done = {(key, vid) for key, vid, _marker in outcome.deleted}
         done_keys = {key for key, vid, _marker in outcome.deleted if vid is None}  # an answer without VersionId
@@ -209,7 +211,7 @@ class _Restoring:
 
 
 def _remove_markers(
-    client: s3.S3Client, bucket: str, items: list[RecoveryItem], journal: Journal
+    client: s3.S3Client, bucket: str, items: list[RecoveryItem], journal: Journal, concurrency: int
 ) -> tuple[int, int]:
     """Remove every item's markers through the executor, 1,000 per request; a
     key is restored once all of its markers are gone. A failed request is
@@ -228,6 +230,7 @@ def _remove_markers(
             batch,
             s3.DeleteOutcome(deleted=[], errors=sorted({(key, "RequestFailed", str(exc)) for _i, key, _m in batch})),
         ),
+        concurrency=concurrency,
     )
     journal.finish()
     return len(journal.receipt.restored), len(journal.receipt.errors)

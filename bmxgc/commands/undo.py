@@ -84,7 +84,8 @@ def undo(
         # Under the lock: no other undo of this receipt writes the record meanwhile.
         runs = _earlier_runs(store, record_name)
         window = apply_window(receipt, utc_now(), _first_run_at(runs))
-        decided = _decide(client, receipt, window, _restored_keys(runs))
+        listing = config.s3.list_concurrency
+        decided = _decide(client, receipt, window, _restored_keys(runs), listing)
         if decided.restores and not auto_approve:
             summary = (
                 f"{about}\n"
@@ -95,7 +96,7 @@ def undo(
             gates.check_consent(confirm, summary, command="undo")
         record = _Record(store, record_name, runs, name, receipt, took_over=held.took_over)
         try:
-            errors = _remove_markers(client, receipt.bucket, decided.restores, record)
+            errors = _remove_markers(client, receipt.bucket, decided.restores, record, config.s3.delete_concurrency)
         except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: the request in flight is recorded
             raise Interrupted(
                 f"interrupted: undo stopped before it finished (what it intended is in "
@@ -103,7 +104,7 @@ def undo(
                 "is still deleted",
                 interrupts.exit_code(exc),
             ) from None
-        restored, not_restored = _verify(client, receipt, decided.restores)
+        restored, not_restored = _verify(client, receipt, decided.restores, listing)
         failed = {key for key, _found in not_restored}
         errors = [e for e in errors if e[0] in failed]
         result = UndoResult(
@@ -169,23 +170,29 @@ def _restored_keys(runs: list[UndoRun]) -> set[str]:
     return {entry.key for run in runs for entry in run.restored or []}
 
 
-def _decide(client: s3.S3Client, receipt: Receipt, window: Window, restored_before: set[str]) -> RestorePlan:
+def _decide(
+    client: s3.S3Client, receipt: Receipt, window: Window, restored_before: set[str], concurrency: int
+) -> RestorePlan:
+    """From live state under the lock: the histories of the keys apply may have
+    deleted (the prefix listed once, over ``concurrency`` connections, or a few
+    keys one by one when that is cheaper)."""
     keys = set(targets(receipt))
     # Apply added one delete marker per key it deleted (more where a request was done twice).
     hint = receipt.prefix_versions + len(keys) if receipt.prefix_versions is not None else None
-    live = live_histories(client, receipt.bucket, receipt.prefix, keys, hint)
+    live = live_histories(client, receipt.bucket, receipt.prefix, keys, hint, concurrency)
     return plan_undo(receipt, live, window, restored_before)
 
 
 def _verify(
-    client: s3.S3Client, receipt: Receipt, restores: list[Restore]
+    client: s3.S3Client, receipt: Receipt, restores: list[Restore], concurrency: int
 ) -> tuple[list[Restore], list[tuple[str, str]]]:
     """Undo checks its own work: a key counts as restored only when S3 lists the
-    version apply deleted as its latest again, whatever DeleteObjects answered."""
+    version apply deleted as its latest again, whatever DeleteObjects answered.
+    This is a listing made after the deletes, never the one undo decided from."""
     if not restores:
         return [], []
     hint = receipt.prefix_versions + len(restores) if receipt.prefix_versions is not None else None
-    live = live_histories(client, receipt.bucket, receipt.prefix, {r.key for r in restores}, hint)
+    live = live_histories(client, receipt.bucket, receipt.prefix, {r.key for r in restores}, hint, concurrency)
     restored: list[Restore] = []
     not_restored: list[tuple[str, str]] = []
     for r in restores:
@@ -241,7 +248,9 @@ Marker = tuple[str, str]  # key, the delete marker's version id
 KeyError_ = tuple[str, str, str]  # key, code, message
 
 
-def _remove_markers(client: s3.S3Client, bucket: str, restores: list[Restore], record: _Record) -> list[KeyError_]:
+def _remove_markers(
+    client: s3.S3Client, bucket: str, restores: list[Restore], record: _Record, concurrency: int
+) -> list[KeyError_]:
     """Remove every marker of every restore through the executor, each batch
     noted in the record first. Removing a version by id is idempotent:
     botocore's retries apply, and a failed request is an error for its keys."""
@@ -251,6 +260,7 @@ def _remove_markers(client: s3.S3Client, bucket: str, restores: list[Restore], r
         record,
         lambda batch, _n: Sent(s3.delete_batch(client, bucket, [(k, m, None) for k, m in batch]).errors),
         failed=lambda batch, exc: [(key, "RequestFailed", str(exc)) for key, _marker in batch],
+        concurrency=concurrency,
     )
     return record.errors
 
@@ -288,7 +298,7 @@ class _Record:
     # The record is written when the first batch goes out and at the end; each
     # batch's keys are appended to the journal beside it (linear, not the whole
     # record per batch), which the next undo reads back if this one is killed.
-    def intend(self, batch: Sequence[Marker]) -> None:
+    def intend(self, request: int, batch: Sequence[Marker]) -> None:
         keys = [key for key, _marker in batch]
         journal = undo_journal_name(self.name)
         try:
@@ -305,7 +315,7 @@ class _Record:
         except (OSError, BmxgcError):
             pass  # a log, not a guard: finish reports a record it cannot write
 
-    def record(self, answer: list[KeyError_]) -> None:
+    def record(self, request: int, answer: list[KeyError_]) -> None:
         self.errors += answer
 
     def interrupted(self) -> None:
