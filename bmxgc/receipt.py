@@ -38,7 +38,7 @@ from bmxgc.model import (
 from bmxgc.naming import JOURNAL_SUFFIX, RECEIPT_SUFFIX, is_plan_name, receipt_for_plan
 from bmxgc import planfile
 from bmxgc.planfile import strict_json
-from bmxgc.planstream import read_summary
+from bmxgc.planstream import PlanStream, TextReader, read_summary, verify
 from bmxgc.store import Store
 from bmxgc.validation import describe_validation_error
 
@@ -336,12 +336,15 @@ def last_applied_plan(
     receipt (beside it, by name) exists, is for it and is ``complete``; not
     the plan ``exclude_hash``. A file that cannot be read is no baseline.
 
-    Receipts are judged by their heads (``HEAD_BYTES``) and plans by their
-    summaries (``planstream.read_summary``): the baseline needs no orphan,
-    so no receipt or plan of plans_dir is read whole (one not in bmxgc's
-    layout is)."""
+    Receipts are judged by their heads (``HEAD_BYTES``), plans ordered by
+    their summaries (``planstream.read_summary``); then only the newest is
+    read whole and checked (layout, schema, hash, and the hash its receipt
+    names), the next newest if that one fails: the same plan as checking
+    them all, without reading every receipt and plan of plans_dir whole.
+    The baseline is a safety input: a plan edited since it was applied is
+    no baseline."""
     names = set(store.names())
-    found: list[tuple[str, str, PlanSummary]] = []
+    candidates: list[tuple[str, str, str]] = []  # created_at, plan name, the receipt's plan_hash
     for name in names:
         receipt_name = receipt_for_plan(name)
         if not is_plan_name(name) or receipt_name not in names:
@@ -352,15 +355,21 @@ def last_applied_plan(
                 continue
             if (receipt.bucket, receipt.prefix) != (bucket, prefix) or receipt.plan_hash == exclude_hash:
                 continue
-            earlier = read_summary(store, name)  # the head of the file: no orphan is needed
+            created = read_summary(store, name).created_at  # the head of the file
         except (PlanFileError, InputNotFound):
             continue
-        if earlier.plan_hash == receipt.plan_hash:
-            found.append((earlier.created_at, name, earlier))
-    if not found:
-        return None
-    _created, name, plan = max(found, key=lambda f: (f[0], f[1]))
-    return name, plan
+        candidates.append((created, name, receipt.plan_hash))
+    for _created, name, plan_hash in sorted(candidates, reverse=True):
+        try:
+            text = store.read(name)
+            if text is None:
+                continue
+            earlier = verify(PlanStream(TextReader(text), store.location(name)))
+        except (PlanFileError, InputNotFound):
+            continue
+        if earlier.plan_hash == plan_hash:
+            return name, earlier
+    return None
 
 
 def already_applied(receipt_location: str) -> GateRefused:
