@@ -18,6 +18,7 @@ from bmxgc import __version__
 from bmxgc.config import ReferenceSource, SafetySettings
 from bmxgc.model import (
     CrossCheckHit,
+    FoundKeys,
     NearMiss,
     ObjectVersion,
     Plan,
@@ -120,11 +121,10 @@ def build_plan(
     ``listing`` is every row S3 listed; only current object versions count as
     objects (delete markers and noncurrent versions are history, not objects).
     """
-    referenced = references.keys
+    referenced = FoundKeys(references.keys)
     young_cutoff = now - safety.min_age_delta
-    versions = scanned = bytes_scanned = skipped_young = skipped_protected = found = 0
+    versions = scanned = bytes_scanned = skipped_young = skipped_protected = 0
     orphans: list[ObjectVersion] = []
-    found_keys: set[str] = set()
     misread = literal_misreadings(safety.protect)
     misread_existing: list[str] = []
     # A prefix that is not a folder ("books") also covers books-old/...: say which.
@@ -143,9 +143,8 @@ def build_plan(
             beyond += 1
             if len(beyond_sample) < BEYOND_SAMPLE:
                 beyond_sample.append(obj.key)
-        if obj.key in referenced:
-            found += 1
-            found_keys.add(obj.key)
+        if referenced.observe(obj.key):
+            pass  # referenced: kept (a digest collision can only ever keep an object)
         elif matches_protect(obj.key, safety.protect):
             skipped_protected += 1
         elif obj.last_modified > young_cutoff:
@@ -153,23 +152,26 @@ def build_plan(
         else:
             orphans.append(obj.as_object())
     orphans.sort(key=lambda o: o.key.encode("utf-8"))  # S3's own (UTF-8 byte) order
-    under_prefix = sum(1 for key in referenced if key.startswith(context.prefix))
+    # Counted by entry (distinct keys), from one flag per entry: exact, and
+    # even a digest collision cannot make found exceed referenced_keys.
+    under = references.under(context.prefix)
+    under_prefix = sum(under)
     orphan_bytes = sum(o.size for o in orphans)
     stats = Stats(
         objects_scanned=scanned,
         bytes_scanned=bytes_scanned,
-        referenced_keys=len(referenced),
-        referenced_found=found,
-        dangling_references=under_prefix - found,
+        referenced_keys=len(references.keys),
+        referenced_found=referenced.count,
+        dangling_references=referenced.not_found_among(under),
         orphans=len(orphans),
         orphan_bytes=orphan_bytes,
         orphan_ratio=len(orphans) / scanned if scanned else 0.0,
         skipped_young=skipped_young,
         skipped_protected=skipped_protected,
-        referenced_outside_prefix=len(referenced) - under_prefix,
+        referenced_outside_prefix=len(references.keys) - under_prefix,
         versions_listed=versions,
     )
-    near_misses = find_near_misses(references, sources, found_keys, orphans, context.bucket, context.prefix)
+    near_misses = find_near_misses(references, sources, referenced, orphans, context.bucket, context.prefix)
     extra = near_miss_warnings(near_misses) + [
         protect_literal_warning(key) for key in sorted(misread_existing)
     ]
@@ -352,28 +354,35 @@ def _match_near_miss(
 def find_near_misses(
     references: References,
     sources: Sequence[ReferenceSource],
-    found_keys: set[str],
+    found: FoundKeys,
     orphans: Sequence[ObjectVersion],
     bucket: str,
     prefix: str,
 ) -> list[NearMiss]:
     """Referenced keys that exist nowhere under the prefix (dangling, or outside
-    it) but would match an orphan once normalised: a mapping that is nearly right."""
-    if not orphans:
+    it) but would match an orphan once normalised: a mapping that is nearly right.
+
+    Only the keys not ``found`` can be near misses; their strings come from a
+    second, streamed read of the references (``References.every_key``), made
+    only when there are orphans and some referenced key was not found. The
+    misses come by source, then by reference, each once."""
+    if not orphans or found.all_found:
         return []
     orphan_keys = {o.key for o in orphans}
     orphans_by_lower: dict[str, str] = {}
     for key in sorted(orphan_keys):
         orphans_by_lower.setdefault(key.lower(), key)
-    misses: list[NearMiss] = []
-    for source, result in zip(sources, references.sources, strict=True):
-        for reference in sorted(result.keys - found_keys):
-            match = _match_near_miss(reference, source.keys, orphan_keys, orphans_by_lower, bucket, prefix)
-            if match is not None:
-                misses.append(
-                    NearMiss(key=match[0], reference=shown_reference(reference), shape=match[1], source=source.name)
-                )
-    return misses
+    misses: dict[tuple[int, str], NearMiss] = {}
+    for index, reference in references.every_key():
+        if (index, reference) in misses or reference in found:
+            continue
+        source = sources[index]
+        match = _match_near_miss(reference, source.keys, orphan_keys, orphans_by_lower, bucket, prefix)
+        if match is not None:
+            misses[(index, reference)] = NearMiss(
+                key=match[0], reference=shown_reference(reference), shape=match[1], source=source.name
+            )
+    return [misses[found_at] for found_at in sorted(misses)]
 
 
 def near_miss_warnings(misses: Sequence[NearMiss]) -> list[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +21,7 @@ from sqlalchemy.sql.expression import ColumnClause
 
 from bmxgc.config import DatabaseSettings, ReferenceSource
 from bmxgc.errors import ConfigError, ReferenceQueryError, ServiceError
-from bmxgc.model import References, SourceResult
+from bmxgc.model import KeySet, References, SourceResult
 
 STREAM_ROWS = 5000
 # Query-string parameters that carry secrets in libpq and SQLAlchemy URLs.
@@ -202,26 +202,56 @@ def read_references(
     progress: Progress | None = None,
     *,
     timeouts: DatabaseSettings | None = None,
+    prefix: str | None = None,
 ) -> References:
-    """Run every source's query read-only and collect the keys they keep alive."""
+    """Run every source's query read-only and collect the keys they keep alive.
+
+    The keys are held as digests (``KeySet``), not strings; ``prefix``, when
+    given, is the scanned prefix, counted as keys are read. What needs the
+    strings again (near misses) reads them a second time, streamed
+    (``References.every_key``), only when it is needed.
+    """
     timeouts = timeouts or DatabaseSettings()
+    sources = list(sources)
+    keys = KeySet()
     engine = _read_only_engine(url, timeouts)
     results: list[SourceResult] = []
     try:
         with engine.connect() as conn:
-            for source in sources:
-                results.append(_run_source(conn, source, progress, timeouts))
+            for index, source in enumerate(sources):
+                result = SourceResult(name=source.name)
+                for value in _values(conn, source, result, progress, timeouts):
+                    for key in expand(value, source.keys):
+                        keys.add(key, index, prefix is not None and key.startswith(prefix))
+                results.append(result)
     except DBAPIError as exc:
         raise _connection_error(url, exc, timeouts) from None
     finally:
         engine.dispose()
-    return References(sources=results)
+    return References(
+        sources=results, key_set=keys.freeze(), prefix=prefix, reread=lambda: _read_again(url, sources, timeouts)
+    )
 
 
-def _run_source(
-    conn: Connection, source: ReferenceSource, progress: Progress | None, timeouts: DatabaseSettings
-) -> SourceResult:
-    result = SourceResult(name=source.name)
+def _read_again(url: str, sources: Sequence[ReferenceSource], timeouts: DatabaseSettings) -> Iterator[tuple[int, str]]:
+    """Every (source index, key), the queries run again and streamed."""
+    engine = _read_only_engine(url, timeouts)
+    try:
+        with engine.connect() as conn:
+            for index, source in enumerate(sources):
+                for value in _values(conn, source, SourceResult(name=source.name), None, timeouts):
+                    for key in expand(value, source.keys):
+                        yield index, key
+    except DBAPIError as exc:
+        raise _connection_error(url, exc, timeouts) from None
+    finally:
+        engine.dispose()
+
+
+def _values(
+    conn: Connection, source: ReferenceSource, result: SourceResult, progress: Progress | None, timeouts: DatabaseSettings
+) -> Iterator[str]:
+    """The source's values, streamed; NULL and empty ones counted in ``result``, not given."""
     try:
         with conn.begin():
             rows = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(
@@ -245,7 +275,7 @@ def _run_source(
                 if value == "":
                     result.skipped_empty += 1
                     continue
-                result.keys.update(expand(value, source.keys))
+                yield value
                 if progress is not None and result.rows % STREAM_ROWS == 0:
                     progress(result.rows)
     except DBAPIError as exc:
@@ -264,7 +294,6 @@ def _run_source(
         ) from None
     except SQLAlchemyError as exc:
         raise ReferenceQueryError(f"references '{source.name}': the query failed: {_first_line(exc)}") from None
-    return result
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:

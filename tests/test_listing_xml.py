@@ -28,6 +28,7 @@ OWNER = "<Owner><ID>abc</ID><DisplayName>me</DisplayName></Owner>"
 def _botocore_rows(body: bytes) -> tuple[list[VersionEntry], bool, str | None, str | None]:
     """What botocore makes of ``body`` (its parser, then its URL-decoding handler)."""
     model = botocore.session.get_session().get_service_model("s3").operation_model("ListObjectVersions")
+    assert model.output_shape is not None
     factory = ResponseParserFactory()
     factory.set_parser_defaults(timestamp_parser=s3.parse_timestamp)
     parsed: Any = factory.create_parser("rest-xml").parse(

@@ -46,7 +46,8 @@ def plan(
         check_out_outside_prefix(str(out), config)
     database_url = config.database_url()
     references = read_references(
-        database_url, config.references, progress=_stage(progress, "querying"), timeouts=config.database
+        database_url, config.references, progress=_stage(progress, "querying"), timeouts=config.database,
+        prefix=config.s3.prefix,
     )
     client = s3.client_for(config.s3, client)
     bucket, prefix = config.s3.bucket, config.s3.prefix
