@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--save", type=Path)
+    parser.add_argument(
+        "--list-concurrency",
+        type=int,
+        help="[s3] list_concurrency (cProfile sees only the main thread: 1 profiles every page)",
+    )
     args = parser.parse_args(argv)
     os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})
     os.environ.pop("BMXGC_DATABASE_URL", None)
@@ -92,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp)
             make_database(work / "app.db", args.objects, args.variant)
             write_config(work / "bmxgc.toml", endpoint.url, work / "app.db", work / "plans", args.objects)
+            if args.list_concurrency is not None:
+                config = (work / "bmxgc.toml").read_text(encoding="utf-8")
+                config = config.replace("[s3]\n", f"[s3]\nlist_concurrency = {args.list_concurrency}\n", 1)
+                (work / "bmxgc.toml").write_text(config, encoding="utf-8")
             from bmxgc.cli import main as bmxgc_main
 
             collections_by_gen: collections.Counter[int] = collections.Counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import weakref
 import xml.etree.ElementTree as ElementTree
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus, urlsplit
 
 import boto3
+import botocore.handlers
 import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.utils import parse_timestamp as _botocore_parse_timestamp
@@ -321,6 +323,7 @@ def list_versions(
     collections rescan every row and reference held so far, over and over.
     """
     seen = 0
+    parse_listings_directly(client)  # a client made elsewhere (tests, the API) too
     try:
         try:
             marker: tuple[str, str | None] | None = None
@@ -374,7 +377,6 @@ def _fetch_page(
         params["KeyMarker"] = marker[0]
         if marker[1] is not None:
             params["VersionIdMarker"] = marker[1]
-    parse_listings_directly(client)  # a client made elsewhere (tests, the API) too
     _DIRECT.active = True
     try:
         answer: Any = client.list_object_versions(**params)
@@ -420,14 +422,38 @@ class Listing:
 
 def parse_listings_directly(client: S3Client) -> None:
     """Register, once per client, the handler that reads the bodies of
-    ``_fetch_page``'s ListObjectVersions answers with ``parse_listing``."""
-    client.meta.events.register(
-        "before-parse.s3.ListObjectVersions", _take_listing_body, unique_id="bmxgc-parse-listing"
-    )
+    ``_fetch_page``'s ListObjectVersions answers with ``parse_listing``.
+
+    It runs first among the ``before-parse`` handlers: botocore's check for an
+    error inside a 200 answer (``_handle_200_error``, registered first on
+    ``before-parse.s3.*``) parses the whole body once more, and is moved
+    behind it. When ``parse_listing`` takes a body, the body was a well-formed
+    ListVersionsResult, which that check passes; any other body is left for
+    it, as before (an error document or a cut-off body is retried)."""
+    events = client.meta.events
+    with _REGISTERING:
+        if events in _REGISTERED:
+            return
+        events.register_first("before-parse.s3.*", _take_listing_body, unique_id="bmxgc-parse-listing")
+        check = getattr(botocore.handlers, "_handle_200_error", None)
+        if check is not None:
+            events.unregister("before-parse.s3.*", check)
+            events.register_first("before-parse.s3.*", check)
+        _REGISTERED.add(events)
 
 
-def _take_listing_body(response_dict: Any, customized_response_dict: Any, **_kwargs: Any) -> None:
-    if not getattr(_DIRECT, "active", False) or response_dict.get("status_code") != 200:
+_REGISTERING = threading.Lock()
+_REGISTERED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _take_listing_body(
+    operation_model: Any, response_dict: Any, customized_response_dict: Any, **_kwargs: Any
+) -> None:
+    if (
+        not getattr(_DIRECT, "active", False)
+        or operation_model.name != "ListObjectVersions"
+        or response_dict.get("status_code") != 200
+    ):
         return
     body = response_dict.get("body")
     if not isinstance(body, bytes):
@@ -461,18 +487,24 @@ def parse_listing(body: bytes) -> Listing | None:
     if _local(root.tag) != _RESULT:
         return None
     ns = root.tag[: len(root.tag) - len(_RESULT)]
+    version_tag, marker_tag = ns + "Version", ns + "DeleteMarker"
     versions: list[ElementTree.Element] = []
     markers: list[ElementTree.Element] = []
     top: dict[str, str] = {}
     for child in root:
         tag = child.tag
-        name = tag[len(ns) :] if tag.startswith(ns) else _local(tag)
-        if name == "Version":
+        if tag == version_tag:
             versions.append(child)
-        elif name == "DeleteMarker":
+        elif tag == marker_tag:
             markers.append(child)
         else:
-            top[name] = child.text or ""
+            name = _local(tag)
+            if name == "Version":
+                versions.append(child)
+            elif name == "DeleteMarker":
+                markers.append(child)
+            else:
+                top[name] = child.text or ""
     url = top.get("EncodingType") == "url"
     key_tag, id_tag, latest_tag, modified_tag, etag_tag, size_tag = (
         ns + name for name in ("Key", "VersionId", "IsLatest", "LastModified", "ETag", "Size")
@@ -480,11 +512,13 @@ def parse_listing(body: bytes) -> Listing | None:
     rows: list[VersionEntry] = []
     for elements, is_marker in ((versions, False), (markers, True)):
         for element in elements:
-            fields = {field.tag: field.text for field in element}
-            if key_tag not in fields:  # a child in another namespace than the result's
-                fields = {ns + _local(field.tag): field.text for field in element}
-            key = fields.get(key_tag)
-            modified = fields.get(modified_tag)
+            field: Callable[[str], str | None] = element.findtext  # a child's text, by tag
+            key = field(key_tag)
+            if key is None:  # its children in another namespace than the result's
+                fields = {ns + _local(child.tag): child.text for child in element}
+                field = fields.get
+                key = field(key_tag)
+            modified = field(modified_tag)
             if not key or not modified:
                 raise ServiceError(
                     "S3 answered a listing with a version that has no Key or no LastModified; "
@@ -495,16 +529,14 @@ def parse_listing(body: bytes) -> Listing | None:
             if is_marker:
                 rows.append(
                     VersionEntry(
-                        key, fields.get(id_tag) or "null", fields.get(latest_tag) == "true", True,
-                        parse_timestamp(modified),
+                        key, field(id_tag) or "null", field(latest_tag) == "true", True, parse_timestamp(modified)
                     )
                 )
             else:
                 rows.append(
                     VersionEntry(
-                        key, fields.get(id_tag) or "null", fields.get(latest_tag) == "true", False,
-                        parse_timestamp(modified), (fields.get(etag_tag) or "").strip('"'),
-                        int(fields.get(size_tag) or 0),
+                        key, field(id_tag) or "null", field(latest_tag) == "true", False,
+                        parse_timestamp(modified), (field(etag_tag) or "").strip('"'), int(field(size_tag) or 0),
                     )
                 )
     next_key = top.get("NextKeyMarker")

@@ -117,6 +117,12 @@ BODIES = {
         "</s3:IsLatest><s3:LastModified>2025-01-02T03:04:05.000Z</s3:LastModified><s3:ETag>\"e\"</s3:ETag>"
         "<s3:Size>5</s3:Size></s3:Version></s3:ListVersionsResult>"
     ).encode(),
+    # The result in S3's namespace, a version's fields in none (xmlns="").
+    "fields_in_no_namespace": _result(
+        '<Version xmlns=""><Key>books/n%20s</Key><VersionId>v7</VersionId><IsLatest>true</IsLatest>'
+        "<LastModified>2025-01-02T03:04:05.000Z</LastModified><ETag>\"e\"</ETag><Size>4</Size></Version>"
+        + _marker("books/m")
+    ),
     "empty": _result(""),
 }
 
