@@ -8,7 +8,7 @@ import re
 import socket
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
@@ -394,7 +394,9 @@ class UndoRecord(_Record):
 # not (two keys sharing both digests), never the reverse: a collision keeps an
 # object, it never deletes one. docs/performance.md has the whole argument.
 
-_BUCKETS = 256  # the digests are sorted per bucket (hi & 255): no transient list of them all
+# The digests are sorted per bucket (hi & 255): no transient list of them all,
+# and a lookup's binary search is short.
+_BUCKETS = 256
 
 
 def second_digest(key: str) -> int:
@@ -433,6 +435,17 @@ class KeySet:
         self._hi[bucket].append(hi)
         self._lo[bucket].append(lo)
         self._tag[bucket].append(source << 1 | under)
+
+    def add_all(self, keys: Iterable[str], source: int, prefix: str | None) -> None:
+        """``add`` for each key; ``under`` is whether it starts with ``prefix``."""
+        first, second, his, los, tags = self._first, self._second, self._hi, self._lo, self._tag
+        mask = _BUCKETS - 1
+        for key in keys:
+            hi = first(key)
+            bucket = hi & mask
+            his[bucket].append(hi)
+            los[bucket].append(second(key))
+            tags[bucket].append(source << 1 | (prefix is not None and key.startswith(prefix)))
 
     def freeze(self) -> KeySet:
         """Sort each bucket and merge entries with equal digests (the same key

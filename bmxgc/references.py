@@ -220,9 +220,7 @@ def read_references(
         with engine.connect() as conn:
             for index, source in enumerate(sources):
                 result = SourceResult(name=source.name)
-                for value in _values(conn, source, result, progress, timeouts):
-                    for key in expand(value, source.keys):
-                        keys.add(key, index, prefix is not None and key.startswith(prefix))
+                keys.add_all(_expanded(_values(conn, source, result, progress, timeouts), source.keys), index, prefix)
                 results.append(result)
     except DBAPIError as exc:
         raise _connection_error(url, exc, timeouts) from None
@@ -233,15 +231,26 @@ def read_references(
     )
 
 
+def _expanded(values: Iterable[str], templates: Sequence[str]) -> Iterator[str]:
+    """Each value through each template (``expand``), one key at a time."""
+    if len(templates) == 1:
+        head, _, tail = templates[0].partition("{value}")
+        if "{value}" not in tail:
+            for value in values:
+                yield head + value + tail
+            return
+    for value in values:
+        yield from expand(value, templates)
+
+
 def _read_again(url: str, sources: Sequence[ReferenceSource], timeouts: DatabaseSettings) -> Iterator[tuple[int, str]]:
     """Every (source index, key), the queries run again and streamed."""
     engine = _read_only_engine(url, timeouts)
     try:
         with engine.connect() as conn:
             for index, source in enumerate(sources):
-                for value in _values(conn, source, SourceResult(name=source.name), None, timeouts):
-                    for key in expand(value, source.keys):
-                        yield index, key
+                for key in _expanded(_values(conn, source, SourceResult(name=source.name), None, timeouts), source.keys):
+                    yield index, key
     except DBAPIError as exc:
         raise _connection_error(url, exc, timeouts) from None
     finally:
