@@ -3,6 +3,7 @@
 
     python benchmarks/profile_plan.py                         # 100,000 objects, 90% referenced, 20 ms
     python benchmarks/profile_plan.py --objects 1000000 --variant orphans --top 40
+    python benchmarks/profile_plan.py --list-concurrency 1    # every page parsed on the main thread
 
 Starts ``s3_endpoint.py`` (its own process) with ``--objects`` objects,
 writes the database and config as ``bench_scale.py`` does, and runs
@@ -10,7 +11,10 @@ writes the database and config as ``bench_scale.py`` does, and runs
 under cProfile, with ``gc.callbacks`` timing every collection. Prints the
 top functions by own time, own time grouped by package, and the collections
 by generation with their time. ``--save PATH`` keeps the profile for
-``python -m pstats``.
+``python -m pstats``. cProfile sees only the main thread: with the default
+``[s3] list_concurrency`` most pages are fetched and parsed on the listing's
+own threads, so ``--list-concurrency 1`` is the way to see where a page's
+CPU goes.
 """
 
 from __future__ import annotations
