@@ -672,7 +672,7 @@ class _ParallelListing:
         self.bucket = bucket
         self.prefix = prefix
         self.concurrency = concurrency
-        self.buffer = 4 * concurrency
+        self.buffer = 2 * concurrency
         self.ranges: list[_Range] = [_Range(listing=prefix, marker=start, end=None, position=start[0])]
         self.cond = threading.Condition()
         self.error: BaseException | None = None
