@@ -141,8 +141,8 @@ def build_plan(
             misread_existing.append(obj.key)
         if not obj.key.startswith(folder):
             beyond += 1
-            if len(beyond_sample) < BEYOND_SAMPLE:
-                beyond_sample.append(obj.key)
+            if len(beyond_sample) < BEYOND_SAMPLE or obj.key < beyond_sample[-1]:
+                beyond_sample = sorted([*beyond_sample, obj.key])[:BEYOND_SAMPLE]  # the first, in any listing order
         if referenced.observe(obj.key):
             pass  # referenced: kept (a digest collision can only ever keep an object)
         elif matches_protect(obj.key, safety.protect):

@@ -307,6 +307,7 @@ def list_versions(
     concurrency: int = LIST_CONCURRENCY,
     page_size: int = MAX_KEYS_PER_REQUEST,
     sequential_pages: int = SEQUENTIAL_PAGES,
+    ordered: bool = True,
 ) -> Iterator[VersionEntry]:
     """Every version and delete marker under ``prefix``, one request per 1,000,
     in S3's order (keys in UTF-8 byte order), whatever ``concurrency`` is.
@@ -318,7 +319,12 @@ def list_versions(
     The first ``sequential_pages`` pages are listed on one connection. If the
     listing goes on, the rest of the prefix is split into key ranges listed
     over up to ``concurrency`` connections (``_ParallelListing``); the pages
-    are still yielded in key order. botocore's retries back off on SlowDown.
+    are still yielded in key order. With ``ordered=False`` (plan, whose
+    planner sorts what it keeps) the pages of the split part come as they
+    are listed: every page of a range in order, each key's rows within one
+    range, but ranges interleaved. Then no connection waits for the one
+    the reader is on, and all of them stay busy. botocore's retries back
+    off on SlowDown.
     While listing, the cyclic garbage collector leaves what is already built
     alone (``gc.freeze`` after each page, undone at the end): without it, full
     collections rescan every row and reference held so far, over and over.
@@ -345,7 +351,7 @@ def list_versions(
                 marker = page.next
                 if concurrency > 1 and pages >= sequential_pages:
                     break
-            listing = _ParallelListing(client, bucket, prefix, marker, concurrency, page_size)
+            listing = _ParallelListing(client, bucket, prefix, marker, concurrency, page_size, ordered)
             listing.density = seen / max(_width(first_key or prefix, marker[0], prefix), 1e-30)
             for rows in listing.pages():
                 seen += len(rows)
@@ -666,8 +672,10 @@ class _ParallelListing:
         start: tuple[str, str | None],
         concurrency: int,
         page_size: int,
+        ordered: bool = True,
     ) -> None:
         self.page_size = page_size
+        self.ordered = ordered
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
@@ -693,8 +701,9 @@ class _ParallelListing:
                         head = self.ranges[0] if self.ranges else None
                         if head is None:
                             return
-                        if head.pages:
-                            rows = head.pages.popleft()
+                        ready = head if head.pages or self.ordered else next((r for r in self.ranges if r.pages), None)
+                        if ready is not None and ready.pages:
+                            rows = ready.pages.popleft()
                             self.buffered -= 1
                             self.cond.notify_all()
                             break
@@ -751,7 +760,9 @@ class _ParallelListing:
                 return None
             head = self.ranges[0]
             ahead = self.buffered >= self.buffer
-            idle = [r for r in live if not r.busy and (r is head or not ahead)]
+            # In key order, the range being read is never held back (the reader
+            # waits for it); in any order, the reader takes whatever is ready.
+            idle = [r for r in live if not r.busy and ((r is head and self.ordered) or not ahead)]
             if idle:
                 return idle[0]
             if not ahead and len(live) < self.concurrency:

@@ -56,7 +56,8 @@ def plan(
     store = plans_store(config, client)
     result = build_plan(
         s3.list_versions(
-            client, bucket, prefix, _stage(progress, "listing"), concurrency=config.s3.list_concurrency
+            client, bucket, prefix, _stage(progress, "listing"), concurrency=config.s3.list_concurrency,
+            ordered=False,  # the planner sorts what it keeps
         ),
         references,
         config.references,
