@@ -3,6 +3,7 @@
 
     python benchmarks/profile_plan.py                         # 100,000 objects, 90% referenced, 20 ms
     python benchmarks/profile_plan.py --objects 1000000 --variant orphans --top 40
+    python benchmarks/profile_plan.py --list-concurrency 1    # every page parsed on the main thread
 
 Starts ``s3_endpoint.py`` (its own process) with ``--objects`` objects,
 writes the database and config as ``bench_scale.py`` does, and runs
@@ -10,7 +11,10 @@ writes the database and config as ``bench_scale.py`` does, and runs
 under cProfile, with ``gc.callbacks`` timing every collection. Prints the
 top functions by own time, own time grouped by package, and the collections
 by generation with their time. ``--save PATH`` keeps the profile for
-``python -m pstats``.
+``python -m pstats``. cProfile sees only the main thread: with the default
+``[s3] list_concurrency`` most pages are fetched and parsed on the listing's
+own threads, so ``--list-concurrency 1`` is the way to see where a page's
+CPU goes.
 """
 
 from __future__ import annotations
@@ -83,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--save", type=Path)
+    parser.add_argument(
+        "--list-concurrency",
+        type=int,
+        help="[s3] list_concurrency (cProfile sees only the main thread: 1 profiles every page)",
+    )
     args = parser.parse_args(argv)
     os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"})
     os.environ.pop("BMXGC_DATABASE_URL", None)
@@ -92,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             work = Path(tmp)
             make_database(work / "app.db", args.objects, args.variant)
             write_config(work / "bmxgc.toml", endpoint.url, work / "app.db", work / "plans", args.objects)
+            if args.list_concurrency is not None:
+                config = (work / "bmxgc.toml").read_text(encoding="utf-8")
+                config = config.replace("[s3]\n", f"[s3]\nlist_concurrency = {args.list_concurrency}\n", 1)
+                (work / "bmxgc.toml").write_text(config, encoding="utf-8")
             from bmxgc.cli import main as bmxgc_main
 
             collections_by_gen: collections.Counter[int] = collections.Counter()

@@ -12,7 +12,7 @@ from bmxgc.config import Config
 from bmxgc.drift import KeyHistory
 from bmxgc.durations import format_duration, parse_duration
 from bmxgc.errors import ConfigError, GateRefused, Offence
-from bmxgc.model import ObjectVersion, Plan, PlanSummary, References, VersionEntry
+from bmxgc.model import FoundKeys, KeySet, ObjectVersion, Plan, PlanSummary, References, VersionEntry
 from bmxgc.planner import VOLUME_CAUSES, find_near_misses, matches_protect
 
 
@@ -255,21 +255,20 @@ class VolumeFigures:
 class LiveTally:
     """Counts a live listing as it streams by (``observe`` passes rows on)."""
 
-    def __init__(self, referenced: set[str]) -> None:
+    def __init__(self, referenced: KeySet) -> None:
         self.referenced = referenced
         self.objects = 0
-        self.found_keys: set[str] = set()
+        self.found_keys = FoundKeys(referenced)
 
     @property
     def found(self) -> int:
-        return len(self.found_keys)
+        return self.found_keys.count
 
     def observe(self, rows: Iterable[VersionEntry]) -> Iterator[VersionEntry]:
         for row in rows:
             if row.is_latest and not row.is_delete_marker:
                 self.objects += 1
-                if row.key in self.referenced:
-                    self.found_keys.add(row.key)
+                self.found_keys.observe(row.key)
             yield row
 
     def figures(self, orphans: Sequence[ObjectVersion], live: Mapping[str, KeyHistory]) -> VolumeFigures:
@@ -284,7 +283,7 @@ class LiveTally:
         )
 
 
-def check_live_near_misses(plan: Plan, config: Config, references: References, found_keys: set[str]) -> None:
+def check_live_near_misses(plan: Plan, config: Config, references: References, found_keys: FoundKeys) -> None:
     """Gate 4 (live part): near misses found again from the references read now,
     so a plan whose ``near_misses`` were edited out is refused all the same."""
     if ignores_near_misses(plan, config):

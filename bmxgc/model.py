@@ -6,7 +6,9 @@ import getpass
 import os
 import re
 import socket
-from collections.abc import Iterator
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
@@ -516,11 +518,162 @@ class UndoRecord(_Record):
 
 
 # --- What the database keeps alive (read by references.py, judged by planner and gates) ---
+#
+# The referenced keys are held as digests, not strings: 20 bytes a key (two
+# 64-bit digests and a tag) in sorted arrays, against about 110 bytes for a
+# string in a set. A digest can only ever say "referenced" of a key that is
+# not (two keys sharing both digests), never the reverse: a collision keeps an
+# object, it never deletes one. docs/performance.md has the whole argument.
+
+# The digests are sorted per bucket (hi & 255): no transient list of them all,
+# and a lookup's binary search is short.
+_BUCKETS = 256
+
+
+def second_digest(key: str) -> int:
+    """The second 64-bit digest of ``key``: the string hash of the key behind a NUL."""
+    return hash("\0" + key)
+
+
+# Two 64-bit digests of a key: Python's string hash (SipHash, keyed with a
+# random key per process, so no input can be made to collide on purpose) of the
+# key, and of the key behind a NUL (``second_digest``).
+Digests = tuple[Callable[[str], int], Callable[[str], int]]
+KEY_DIGESTS: Digests = (hash, second_digest)
+
+
+class KeySet:
+    """A set of keys held as digests (``KEY_DIGESTS``) in sorted arrays.
+
+    Built with ``add`` (each key with the source it came from and whether it is
+    under the scanned prefix), then ``freeze``, which sorts and merges equal
+    digests. ``index`` finds a key's entry (binary search), or -1. Two distinct
+    keys are told apart as long as one of their two digests differs; keys equal
+    in both count as one (the chance, for ten million keys, is below 10^-24).
+    """
+
+    def __init__(self, digests: Digests = KEY_DIGESTS) -> None:
+        self._first, self._second = digests
+        self._hi = [array("q") for _ in range(_BUCKETS)]
+        self._lo = [array("q") for _ in range(_BUCKETS)]
+        self._tag = [array("I") for _ in range(_BUCKETS)]  # source index << 1 | under the prefix
+        self._starts: list[int] = []  # the global index of each bucket's first entry, once frozen
+        self._size = 0
+
+    def add(self, key: str, source: int = 0, under: bool = False) -> None:
+        hi, lo = self._first(key), self._second(key)
+        bucket = hi & (_BUCKETS - 1)
+        self._hi[bucket].append(hi)
+        self._lo[bucket].append(lo)
+        self._tag[bucket].append(source << 1 | under)
+
+    def add_all(self, keys: Iterable[str], source: int, prefix: str | None) -> None:
+        """``add`` for each key; ``under`` is whether it starts with ``prefix``."""
+        first, second, his, los, tags = self._first, self._second, self._hi, self._lo, self._tag
+        mask = _BUCKETS - 1
+        for key in keys:
+            hi = first(key)
+            bucket = hi & mask
+            his[bucket].append(hi)
+            los[bucket].append(second(key))
+            tags[bucket].append(source << 1 | (prefix is not None and key.startswith(prefix)))
+
+    def freeze(self) -> KeySet:
+        """Sort each bucket and merge entries with equal digests (the same key
+        from several rows or sources: the tag of the last source is kept)."""
+        starts = []
+        total = 0
+        for bucket in range(_BUCKETS):
+            rows = sorted(zip(self._hi[bucket], self._lo[bucket], self._tag[bucket]))
+            his, los, tags = array("q"), array("q"), array("I")
+            previous: tuple[int, int] | None = None
+            for hi, lo, tag in rows:
+                if (hi, lo) == previous:
+                    tags[-1] = tag  # sorted: the largest source index comes last
+                    continue
+                previous = (hi, lo)
+                his.append(hi)
+                los.append(lo)
+                tags.append(tag)
+            self._hi[bucket], self._lo[bucket], self._tag[bucket] = his, los, tags
+            starts.append(total)
+            total += len(his)
+        self._starts, self._size = starts, total
+        return self
+
+    def index(self, key: str) -> int:
+        """``key``'s entry, 0 to len - 1, or -1 if no entry has its digests."""
+        hi = self._first(key)
+        bucket = hi & (_BUCKETS - 1)
+        his = self._hi[bucket]
+        at = bisect_left(his, hi)
+        end = len(his)
+        if at == end or his[at] != hi:
+            return -1
+        los = self._lo[bucket]
+        lo = self._second(key)
+        while at < end and his[at] == hi:
+            if los[at] == lo:
+                return self._starts[bucket] + at
+            at += 1
+        return -1
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.index(key) >= 0
+
+    def __len__(self) -> int:
+        """Distinct keys (entries)."""
+        return self._size
+
+    def under_flags(self) -> bytearray:
+        """One byte per entry, in ``index`` order: 1 if it was added as under the prefix."""
+        return bytearray(tag & 1 for tags in self._tag for tag in tags)
+
+    def source(self, index: int) -> int:
+        """The last source that named entry ``index``."""
+        bucket = bisect_right(self._starts, index) - 1
+        return self._tag[bucket][index - self._starts[bucket]] >> 1
+
+
+class FoundKeys:
+    """Which entries of a KeySet a listing found: one byte per entry."""
+
+    def __init__(self, keys: KeySet) -> None:
+        self.keys = keys
+        self.flags = bytearray(len(keys))
+        self.count = 0  # distinct referenced keys found
+
+    def observe(self, key: str) -> bool:
+        """Whether ``key`` is referenced; remember it was found."""
+        at = self.keys.index(key)
+        if at < 0:
+            return False
+        if not self.flags[at]:
+            self.flags[at] = 1
+            self.count += 1
+        return True
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        at = self.keys.index(key)
+        return at >= 0 and bool(self.flags[at])
+
+    @property
+    def all_found(self) -> bool:
+        return self.count == len(self.keys)
+
+    def not_found_among(self, flags: bytearray) -> int:
+        """How many entries ``flags`` marks (one byte per entry, 0 or 1) were not found."""
+        return (int.from_bytes(flags, "little") & ~int.from_bytes(self.flags, "little")).bit_count()
 
 
 @dataclass
 class SourceResult:
-    """What one ``[[references]]`` source gave: its keys and what it skipped."""
+    """What one ``[[references]]`` source gave: what it read and skipped.
+
+    ``keys`` holds the strings only for references built in memory (tests, the
+    Python API); ``read_references`` leaves it empty and fills ``References.keys``."""
 
     name: str
     rows: int = 0
@@ -529,15 +682,59 @@ class SourceResult:
     keys: set[str] = field(default_factory=set)
 
 
+# A second, streamed read of every (source index, key): the keys as strings,
+# one at a time, for what the digests cannot answer (near misses).
+Reread = Callable[[], Iterator[tuple[int, str]]]
+
+
 @dataclass
 class References:
-    """All sources' results; ``keys`` is the union of the keys they keep alive."""
+    """All sources' results; ``keys`` is the union of the keys they keep alive,
+    as a KeySet; ``prefix`` is the prefix its under-prefix flags were set for."""
 
     sources: list[SourceResult]
+    key_set: KeySet | None = None
+    prefix: str | None = None
+    reread: Reread | None = None
+
+    def __post_init__(self) -> None:
+        if self.key_set is None:  # built in memory from the sources' keys
+            keys = KeySet()
+            for index, source in enumerate(self.sources):
+                for key in source.keys:
+                    keys.add(key, index, self.prefix is not None and key.startswith(self.prefix))
+            self.key_set = keys.freeze()
 
     @property
-    def keys(self) -> set[str]:
-        union: set[str] = set()
-        for source in self.sources:
-            union |= source.keys
-        return union
+    def keys(self) -> KeySet:
+        assert self.key_set is not None
+        return self.key_set
+
+    def every_key(self) -> Iterator[tuple[int, str]]:
+        """Every (source index, key), as strings: read again from the sources
+        (streamed, a key may come more than once), or from memory."""
+        if self.reread is not None:
+            yield from self.reread()
+            return
+        for index, source in enumerate(self.sources):
+            for key in sorted(source.keys):
+                yield index, key
+
+    def under(self, prefix: str) -> bytearray:
+        """One byte per entry of ``keys``, 1 for a key under ``prefix``: from
+        the flags set while reading if they were for ``prefix``, else from a
+        pass over every key."""
+        if prefix == self.prefix:
+            return self.keys.under_flags()
+        flags = bytearray(len(self.keys))
+        for _, key in self.every_key():
+            if key.startswith(prefix):
+                at = self.keys.index(key)
+                if at >= 0:
+                    flags[at] = 1
+        return flags
+
+    def source_name(self, key: str) -> str | None:
+        """The name of the last source that references ``key``, or None."""
+        at = self.keys.index(key)
+        return None if at < 0 else self.sources[self.keys.source(at)].name

@@ -19,6 +19,7 @@ from bmxgc import __version__
 from bmxgc.config import ReferenceSource, SafetySettings
 from bmxgc.model import (
     CrossCheckHit,
+    FoundKeys,
     InventorySource,
     NearMiss,
     ObjectVersion,
@@ -123,11 +124,10 @@ def build_plan(
     ``listing`` is every row S3 listed; only current object versions count as
     objects (delete markers and noncurrent versions are history, not objects).
     """
-    referenced = references.keys
+    referenced = FoundKeys(references.keys)
     young_cutoff = now - safety.min_age_delta
-    versions = scanned = bytes_scanned = skipped_young = skipped_protected = found = 0
+    versions = scanned = bytes_scanned = skipped_young = skipped_protected = 0
     orphans: list[ObjectVersion] = []
-    found_keys: set[str] = set()
     misread = literal_misreadings(safety.protect)
     misread_existing: list[str] = []
     # A prefix that is not a folder ("books") also covers books-old/...: say which.
@@ -144,11 +144,10 @@ def build_plan(
             misread_existing.append(obj.key)
         if not obj.key.startswith(folder):
             beyond += 1
-            if len(beyond_sample) < BEYOND_SAMPLE:
-                beyond_sample.append(obj.key)
-        if obj.key in referenced:
-            found += 1
-            found_keys.add(obj.key)
+            if len(beyond_sample) < BEYOND_SAMPLE or obj.key < beyond_sample[-1]:
+                beyond_sample = sorted([*beyond_sample, obj.key])[:BEYOND_SAMPLE]  # the first, in any listing order
+        if referenced.observe(obj.key):
+            pass  # referenced: kept (a digest collision can only ever keep an object)
         elif matches_protect(obj.key, safety.protect):
             skipped_protected += 1
         elif obj.last_modified > young_cutoff:
@@ -156,23 +155,27 @@ def build_plan(
         else:
             orphans.append(obj.as_object())
     # S3's own order: UTF-8 bytes, which is code point order (keys come from
-    # UTF-8, so no surrogates). The listing is in that order already: the sort
-    # only checks it, without a key per orphan.
+    # UTF-8, so no surrogates). The listing may come in any order (ranges in
+    # parallel): sorted here, without a byte string per orphan.
     orphans.sort(key=_key_of)
+    # Counted by entry (distinct keys), from one flag per entry: exact, and
+    # even a digest collision cannot make found exceed referenced_keys.
+    under = references.under(context.prefix)
     tally = Tally(
         versions=versions,
         scanned=scanned,
         bytes_scanned=bytes_scanned,
-        found=found,
+        found=referenced.count,
         skipped_young=skipped_young,
         skipped_protected=skipped_protected,
-        referenced_keys=len(referenced),
-        referenced_under_prefix=sum(1 for key in referenced if key.startswith(context.prefix)),
+        referenced_keys=len(references.keys),
+        referenced_under_prefix=sum(under),
+        dangling=referenced.not_found_among(under),
         beyond=beyond,
         beyond_sample=beyond_sample,
         misread_existing=misread_existing,
     )
-    near_misses = find_near_misses(references, sources, found_keys, orphans, context.bucket, context.prefix)
+    near_misses = find_near_misses(references, sources, referenced, orphans, context.bucket, context.prefix)
     return assemble_plan(tally, orphans, near_misses, references, sources, safety, context, now)
 
 
@@ -188,6 +191,7 @@ class Tally:
     skipped_protected: int
     referenced_keys: int
     referenced_under_prefix: int
+    dangling: int | None = None  # referenced keys under the prefix not found; None: under - found
     beyond: int = 0
     beyond_sample: Sequence[str] = ()
     misread_existing: Sequence[str] = ()
@@ -211,13 +215,14 @@ def assemble_plan(
     beyond, beyond_sample, misread_existing = tally.beyond, tally.beyond_sample, tally.misread_existing
     folder = context.prefix if context.prefix.endswith("/") else context.prefix + "/"
     under_prefix = tally.referenced_under_prefix
+    dangling = under_prefix - found if tally.dangling is None else tally.dangling
     orphan_bytes = sum(o.size for o in orphans)
     stats = Stats(
         objects_scanned=scanned,
         bytes_scanned=bytes_scanned,
         referenced_keys=tally.referenced_keys,
         referenced_found=found,
-        dangling_references=under_prefix - found,
+        dangling_references=dangling,
         orphans=len(orphans),
         orphan_bytes=orphan_bytes,
         orphan_ratio=len(orphans) / scanned if scanned else 0.0,
@@ -410,28 +415,35 @@ def _match_near_miss(
 def find_near_misses(
     references: References,
     sources: Sequence[ReferenceSource],
-    found_keys: set[str],
+    found: FoundKeys,
     orphans: Sequence[ObjectVersion],
     bucket: str,
     prefix: str,
 ) -> list[NearMiss]:
     """Referenced keys that exist nowhere under the prefix (dangling, or outside
-    it) but would match an orphan once normalised: a mapping that is nearly right."""
-    if not orphans or not any(result.keys - found_keys for result in references.sources):
-        return []  # no reference to match: no index of a million orphans for nothing
+    it) but would match an orphan once normalised: a mapping that is nearly right.
+
+    Only the keys not ``found`` can be near misses; their strings come from a
+    second, streamed read of the references (``References.every_key``), made
+    only when there are orphans and some referenced key was not found. The
+    misses come by source, then by reference, each once."""
+    if not orphans or found.all_found:
+        return []
     orphan_keys = {o.key for o in orphans}
     orphans_by_lower: dict[str, str] = {}
     for key in sorted(orphan_keys):
         orphans_by_lower.setdefault(key.lower(), key)
-    misses: list[NearMiss] = []
-    for source, result in zip(sources, references.sources, strict=True):
-        for reference in sorted(result.keys - found_keys):
-            match = _match_near_miss(reference, source.keys, orphan_keys, orphans_by_lower, bucket, prefix)
-            if match is not None:
-                misses.append(
-                    NearMiss(key=match[0], reference=shown_reference(reference), shape=match[1], source=source.name)
-                )
-    return misses
+    misses: dict[tuple[int, str], NearMiss] = {}
+    for index, reference in references.every_key():
+        if (index, reference) in misses or reference in found:
+            continue
+        source = sources[index]
+        match = _match_near_miss(reference, source.keys, orphan_keys, orphans_by_lower, bucket, prefix)
+        if match is not None:
+            misses[(index, reference)] = NearMiss(
+                key=match[0], reference=shown_reference(reference), shape=match[1], source=source.name
+            )
+    return [misses[found_at] for found_at in sorted(misses)]
 
 
 def near_miss_warnings(misses: Sequence[NearMiss]) -> list[str]:

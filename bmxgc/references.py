@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +21,7 @@ from sqlalchemy.sql.expression import ColumnClause
 
 from bmxgc.config import DatabaseSettings, ReferenceSource
 from bmxgc.errors import ConfigError, ReferenceQueryError, ServiceError
-from bmxgc.model import References, SourceResult
+from bmxgc.model import KeySet, References, SourceResult
 
 STREAM_ROWS = 5000
 # Query-string parameters that carry secrets in libpq and SQLAlchemy URLs.
@@ -202,20 +202,33 @@ def read_references(
     progress: Progress | None = None,
     *,
     timeouts: DatabaseSettings | None = None,
+    prefix: str | None = None,
 ) -> References:
-    """Run every source's query read-only and collect the keys they keep alive."""
+    """Run every source's query read-only and collect the keys they keep alive.
+
+    The keys are held as digests (``KeySet``), not strings; ``prefix``, when
+    given, is the scanned prefix, counted as keys are read. What needs the
+    strings again (near misses) reads them a second time, streamed
+    (``References.every_key``), only when it is needed.
+    """
     timeouts = timeouts or DatabaseSettings()
+    sources = list(sources)
+    keys = KeySet()
     engine = _read_only_engine(url, timeouts)
     results: list[SourceResult] = []
     try:
         with engine.connect() as conn:
-            for source in sources:
-                results.append(_run_source(conn, source, progress, timeouts))
+            for index, source in enumerate(sources):
+                result = SourceResult(name=source.name)
+                keys.add_all(_expanded(_values(conn, source, result, progress, timeouts), source.keys), index, prefix)
+                results.append(result)
     except DBAPIError as exc:
         raise _connection_error(url, exc, timeouts) from None
     finally:
         engine.dispose()
-    return References(sources=results)
+    return References(
+        sources=results, key_set=keys.freeze(), prefix=prefix, reread=lambda: _read_again(url, sources, timeouts)
+    )
 
 
 KeySink = Callable[[str, list[str]], None]
@@ -230,15 +243,24 @@ def stream_references(
     timeouts: DatabaseSettings | None = None,
 ) -> References:
     """Like ``read_references``, but the keys go to ``sink(source name, keys)``
-    in batches of at most ``STREAM_ROWS`` values' keys and are not kept: the
-    result holds each source's counts, with no keys (``plan --inventory``)."""
+    in batches of at most ``STREAM_ROWS`` keys and are not kept: the result
+    holds each source's counts, with no keys (``plan --inventory``)."""
     timeouts = timeouts or DatabaseSettings()
     engine = _read_only_engine(url, timeouts)
     results: list[SourceResult] = []
     try:
         with engine.connect() as conn:
             for source in sources:
-                results.append(_run_source(conn, source, progress, timeouts, sink))
+                result = SourceResult(name=source.name)
+                batch: list[str] = []
+                for key in _expanded(_values(conn, source, result, progress, timeouts), source.keys):
+                    batch.append(key)
+                    if len(batch) >= STREAM_ROWS:
+                        sink(source.name, batch)
+                        batch = []
+                if batch:
+                    sink(source.name, batch)
+                results.append(result)
     except DBAPIError as exc:
         raise _connection_error(url, exc, timeouts) from None
     finally:
@@ -246,15 +268,36 @@ def stream_references(
     return References(sources=results)
 
 
-def _run_source(
-    conn: Connection,
-    source: ReferenceSource,
-    progress: Progress | None,
-    timeouts: DatabaseSettings,
-    sink: KeySink | None = None,
-) -> SourceResult:
-    result = SourceResult(name=source.name)
-    batch: list[str] = []
+def _expanded(values: Iterable[str], templates: Sequence[str]) -> Iterator[str]:
+    """Each value through each template (``expand``), one key at a time."""
+    if len(templates) == 1:
+        head, _, tail = templates[0].partition("{value}")
+        if "{value}" not in tail:
+            for value in values:
+                yield head + value + tail
+            return
+    for value in values:
+        yield from expand(value, templates)
+
+
+def _read_again(url: str, sources: Sequence[ReferenceSource], timeouts: DatabaseSettings) -> Iterator[tuple[int, str]]:
+    """Every (source index, key), the queries run again and streamed."""
+    engine = _read_only_engine(url, timeouts)
+    try:
+        with engine.connect() as conn:
+            for index, source in enumerate(sources):
+                for key in _expanded(_values(conn, source, SourceResult(name=source.name), None, timeouts), source.keys):
+                    yield index, key
+    except DBAPIError as exc:
+        raise _connection_error(url, exc, timeouts) from None
+    finally:
+        engine.dispose()
+
+
+def _values(
+    conn: Connection, source: ReferenceSource, result: SourceResult, progress: Progress | None, timeouts: DatabaseSettings
+) -> Iterator[str]:
+    """The source's values, streamed; NULL and empty ones counted in ``result``, not given."""
     try:
         with conn.begin():
             rows = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(
@@ -278,17 +321,9 @@ def _run_source(
                 if value == "":
                     result.skipped_empty += 1
                     continue
-                if sink is None:
-                    result.keys.update(expand(value, source.keys))
-                else:
-                    batch.extend(expand(value, source.keys))
-                    if len(batch) >= STREAM_ROWS:
-                        sink(source.name, batch)
-                        batch = []
+                yield value
                 if progress is not None and result.rows % STREAM_ROWS == 0:
                     progress(result.rows)
-            if batch and sink is not None:
-                sink(source.name, batch)
     except DBAPIError as exc:
         timed_out = _timed_out(exc, timeouts)
         if timed_out is not None:
@@ -305,7 +340,6 @@ def _run_source(
         ) from None
     except SQLAlchemyError as exc:
         raise ReferenceQueryError(f"references '{source.name}': the query failed: {_first_line(exc)}") from None
-    return result
 
 
 def _is_connection_error(exc: DBAPIError) -> bool:

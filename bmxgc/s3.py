@@ -11,15 +11,19 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import weakref
+import xml.etree.ElementTree as ElementTree
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import boto3
+import botocore.handlers
 import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.utils import parse_timestamp as _botocore_parse_timestamp
@@ -130,6 +134,7 @@ def make_client(
     client.meta.events.register("request-created.s3", deadline.before_attempt)
     client.meta.events.register("needs-retry.s3", deadline.after_attempt)
     send_marker_deletes_once(client)
+    parse_listings_directly(client)
     return client
 
 
@@ -302,6 +307,7 @@ def list_versions(
     concurrency: int = LIST_CONCURRENCY,
     page_size: int = MAX_KEYS_PER_REQUEST,
     sequential_pages: int = SEQUENTIAL_PAGES,
+    ordered: bool = True,
 ) -> Iterator[VersionEntry]:
     """Every version and delete marker under ``prefix``, one request per 1,000,
     in S3's order (keys in UTF-8 byte order), whatever ``concurrency`` is.
@@ -313,12 +319,18 @@ def list_versions(
     The first ``sequential_pages`` pages are listed on one connection. If the
     listing goes on, the rest of the prefix is split into key ranges listed
     over up to ``concurrency`` connections (``_ParallelListing``); the pages
-    are still yielded in key order. botocore's retries back off on SlowDown.
+    are still yielded in key order. With ``ordered=False`` (plan, whose
+    planner sorts what it keeps) the pages of the split part come as they
+    are listed: every page of a range in order, each key's rows within one
+    range, but ranges interleaved. Then no connection waits for the one
+    the reader is on, and all of them stay busy. botocore's retries back
+    off on SlowDown.
     While listing, the cyclic garbage collector leaves what is already built
     alone (``gc.freeze`` after each page, undone at the end): without it, full
     collections rescan every row and reference held so far, over and over.
     """
     seen = 0
+    parse_listings_directly(client)  # a client made elsewhere (tests, the API) too
     try:
         try:
             marker: tuple[str, str | None] | None = None
@@ -339,7 +351,7 @@ def list_versions(
                 marker = page.next
                 if concurrency > 1 and pages >= sequential_pages:
                     break
-            listing = _ParallelListing(client, bucket, prefix, marker, concurrency, page_size)
+            listing = _ParallelListing(client, bucket, prefix, marker, concurrency, page_size, ordered)
             listing.density = seen / max(_width(first_key or prefix, marker[0], prefix), 1e-30)
             for rows in listing.pages():
                 seen += len(rows)
@@ -362,13 +374,219 @@ class _Page:
 def _fetch_page(
     client: S3Client, bucket: str, prefix: str, marker: tuple[str, str | None] | None, page_size: int
 ) -> _Page:
-    """One ListObjectVersions page after ``marker`` (None: the prefix's first)."""
+    """One ListObjectVersions page after ``marker`` (None: the prefix's first).
+
+    The request is botocore's (signing, retries, SlowDown backoff, timeouts,
+    ``endpoint_url``); its answer's body is read by ``parse_listing``
+    (see ``parse_listings_directly``), not by botocore's XML walk."""
     params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
     if marker is not None:
         params["KeyMarker"] = marker[0]
         if marker[1] is not None:
             params["VersionIdMarker"] = marker[1]
-    page = client.list_object_versions(**params)
+    _DIRECT.active = True
+    try:
+        answer: Any = client.list_object_versions(**params)
+    finally:
+        _DIRECT.active = False
+    listing = answer.get(_LISTING_FIELD)
+    if not isinstance(listing, Listing):  # botocore parsed it (a body parse_listing did not take)
+        listing = _listing_from_botocore(answer)
+    following: tuple[str, str | None] | None = None
+    if listing.truncated:
+        if not listing.next_key:  # S3 always sends it with a truncated page; never loop on nothing
+            raise ServiceError(f"S3 listing of s3://{bucket}/{prefix} is truncated but names no next key")
+        following = (listing.next_key, listing.next_version_id or None)
+    return _Page(listing.rows, following)
+
+
+# --------------------------------------------------------------------------- the listing's XML
+# botocore's XML walk (a dict per element, a shape lookup per field) costs about
+# 20 ms per page of 1,000 versions, five times ElementTree's own parse. The
+# listing's body is therefore read here, keeping only what bmxgc uses, while the
+# request stays botocore's: a ``before-parse`` handler takes the body of a
+# ListObjectVersions answer that ``_fetch_page`` is waiting for, on its thread,
+# and hands botocore an empty result to parse instead. Anything else (an error,
+# a body that is not a ListVersionsResult, another caller's request) is left to
+# botocore, untouched.
+
+_DIRECT = threading.local()  # ``active`` while _fetch_page's request is in flight on this thread
+_LISTING_FIELD = "BmxgcListing"  # where the parsed page rides in botocore's answer
+_EMPTY_LISTING = b"<ListVersionsResult/>"
+_RESULT = "ListVersionsResult"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One ListObjectVersions page as bmxgc uses it: its rows (versions, then
+    delete markers, each in the answer's order), and where the next page starts."""
+
+    rows: list[VersionEntry]
+    truncated: bool
+    next_key: str | None
+    next_version_id: str | None
+
+
+def parse_listings_directly(client: S3Client) -> None:
+    """Register, once per client, the handler that reads the bodies of
+    ``_fetch_page``'s ListObjectVersions answers with ``parse_listing``.
+
+    It runs first among the ``before-parse`` handlers: botocore's check for an
+    error inside a 200 answer (``_handle_200_error``, registered first on
+    ``before-parse.s3.*``) parses the whole body once more, and is moved
+    behind it. When ``parse_listing`` takes a body, the body was a well-formed
+    ListVersionsResult, which that check passes; any other body is left for
+    it, as before (an error document or a cut-off body is retried)."""
+    events = client.meta.events
+    with _REGISTERING:
+        if events in _REGISTERED:
+            return
+        events.register_first("before-parse.s3.*", _take_listing_body, unique_id="bmxgc-parse-listing")
+        check = getattr(botocore.handlers, "_handle_200_error", None)
+        if check is not None:
+            events.unregister("before-parse.s3.*", check)
+            events.register_first("before-parse.s3.*", check)
+        _REGISTERED.add(events)
+
+
+_REGISTERING = threading.Lock()
+_REGISTERED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _take_listing_body(
+    operation_model: Any, response_dict: Any, customized_response_dict: Any, **_kwargs: Any
+) -> None:
+    if (
+        not getattr(_DIRECT, "active", False)
+        or operation_model.name != "ListObjectVersions"
+        or response_dict.get("status_code") != 200
+    ):
+        return
+    body = response_dict.get("body")
+    if not isinstance(body, bytes):
+        return
+    with _PARSING, _collector_held():  # one page at a time: one element tree in memory, not one per connection
+        listing = parse_listing(body)
+    if listing is None:
+        return
+    customized_response_dict[_LISTING_FIELD] = listing
+    response_dict["body"] = _EMPTY_LISTING
+
+
+_PARSING = threading.Lock()
+
+
+class _Collector:
+    lock = threading.Lock()
+    parses = 0  # parses under way
+    was_on = False  # whether the collector was on before the first of them
+
+
+@contextmanager
+def _collector_held() -> Iterator[None]:
+    """The cyclic garbage collector off while a body is parsed (on any thread).
+
+    A page's element tree is about 10,000 objects without a cycle, freed by
+    reference counting as soon as the rows are taken; while it is built,
+    the collector would otherwise run every 700 allocations and scan it,
+    again and again. It is switched back on when the last parse ends, if it
+    was on before the first."""
+    with _Collector.lock:
+        if _Collector.parses == 0:
+            _Collector.was_on = gc.isenabled()
+            gc.disable()
+        _Collector.parses += 1
+    try:
+        yield
+    finally:
+        with _Collector.lock:
+            _Collector.parses -= 1
+            if _Collector.parses == 0 and _Collector.was_on:
+                gc.enable()
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def parse_listing(body: bytes) -> Listing | None:
+    """A ListObjectVersions answer's body as ``Listing``; None if it is not a
+    ListVersionsResult (an error document, or no XML at all: botocore's to judge).
+
+    What botocore's parser and its ``encoding-type=url`` handler give, field
+    for field: elements matched by local name (any namespace, any order); keys
+    and the next key marker URL-decoded (``unquote_plus``, as botocore does)
+    when the answer says ``<EncodingType>url</EncodingType>``; a missing
+    ``VersionId`` is the ``null`` version; ``IsLatest`` and ``IsTruncated``
+    true only for ``true``.
+    """
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return None
+    if _local(root.tag) != _RESULT:
+        return None
+    ns = root.tag[: len(root.tag) - len(_RESULT)]
+    version_tag, marker_tag = ns + "Version", ns + "DeleteMarker"
+    versions: list[ElementTree.Element] = []
+    markers: list[ElementTree.Element] = []
+    top: dict[str, str] = {}
+    for child in root:
+        tag = child.tag
+        if tag == version_tag:
+            versions.append(child)
+        elif tag == marker_tag:
+            markers.append(child)
+        else:
+            name = _local(tag)
+            if name == "Version":
+                versions.append(child)
+            elif name == "DeleteMarker":
+                markers.append(child)
+            else:
+                top[name] = child.text or ""
+    url = top.get("EncodingType") == "url"
+    key_tag, id_tag, latest_tag, modified_tag, etag_tag, size_tag = (
+        ns + name for name in ("Key", "VersionId", "IsLatest", "LastModified", "ETag", "Size")
+    )
+    rows: list[VersionEntry] = []
+    for elements, is_marker in ((versions, False), (markers, True)):
+        for element in elements:
+            field: Callable[[str], str | None] = element.findtext  # a child's text, by tag
+            key = field(key_tag)
+            if key is None:  # its children in another namespace than the result's
+                fields = {ns + _local(child.tag): child.text for child in element}
+                field = fields.get
+                key = field(key_tag)
+            modified = field(modified_tag)
+            if not key or not modified:
+                raise ServiceError(
+                    "S3 answered a listing with a version that has no Key or no LastModified; "
+                    "check s3.endpoint_url (is it an S3 server?)"
+                )
+            if url and ("%" in key or "+" in key):
+                key = unquote_plus(key)
+            if is_marker:
+                rows.append(
+                    VersionEntry(
+                        key, field(id_tag) or "null", field(latest_tag) == "true", True, parse_timestamp(modified)
+                    )
+                )
+            else:
+                rows.append(
+                    VersionEntry(
+                        key, field(id_tag) or "null", field(latest_tag) == "true", False,
+                        parse_timestamp(modified), (field(etag_tag) or "").strip('"'), int(field(size_tag) or 0),
+                    )
+                )
+    next_key = top.get("NextKeyMarker")
+    if url and next_key:
+        next_key = unquote_plus(next_key)
+    return Listing(rows, top.get("IsTruncated") == "true", next_key, top.get("NextVersionIdMarker"))
+
+
+def _listing_from_botocore(page: Any) -> Listing:
+    """A page botocore parsed (its dicts, keys already URL-decoded) as ``Listing``."""
     rows = [
         VersionEntry(
             key=version["Key"],
@@ -391,13 +609,7 @@ def _fetch_page(
         )
         for marker_row in page.get("DeleteMarkers", [])
     )
-    following: tuple[str, str | None] | None = None
-    if page.get("IsTruncated"):
-        next_key = page.get("NextKeyMarker")
-        if not next_key:  # S3 always sends it with a truncated page; never loop on nothing
-            raise ServiceError(f"S3 listing of s3://{bucket}/{prefix} is truncated but names no next key")
-        following = (next_key, page.get("NextVersionIdMarker") or None)
-    return _Page(rows, following)
+    return Listing(rows, bool(page.get("IsTruncated")), page.get("NextKeyMarker"), page.get("NextVersionIdMarker"))
 
 
 def _first_current_key_after(client: S3Client, bucket: str, prefix: str, after: str) -> str | None:
@@ -460,13 +672,15 @@ class _ParallelListing:
         start: tuple[str, str | None],
         concurrency: int,
         page_size: int,
+        ordered: bool = True,
     ) -> None:
         self.page_size = page_size
+        self.ordered = ordered
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
         self.concurrency = concurrency
-        self.buffer = 4 * concurrency
+        self.buffer = 2 * concurrency
         self.ranges: list[_Range] = [_Range(listing=prefix, marker=start, end=None, position=start[0])]
         self.cond = threading.Condition()
         self.error: BaseException | None = None
@@ -487,8 +701,9 @@ class _ParallelListing:
                         head = self.ranges[0] if self.ranges else None
                         if head is None:
                             return
-                        if head.pages:
-                            rows = head.pages.popleft()
+                        ready = head if head.pages or self.ordered else next((r for r in self.ranges if r.pages), None)
+                        if ready is not None and ready.pages:
+                            rows = ready.pages.popleft()
                             self.buffered -= 1
                             self.cond.notify_all()
                             break
@@ -545,7 +760,9 @@ class _ParallelListing:
                 return None
             head = self.ranges[0]
             ahead = self.buffered >= self.buffer
-            idle = [r for r in live if not r.busy and (r is head or not ahead)]
+            # In key order, the range being read is never held back (the reader
+            # waits for it); in any order, the reader takes whatever is ready.
+            idle = [r for r in live if not r.busy and ((r is head and self.ordered) or not ahead)]
             if idle:
                 return idle[0]
             if not ahead and len(live) < self.concurrency:

@@ -229,3 +229,47 @@ def test_last_modified_is_parsed_without_dateutil_to_the_same_datetime(bucket: B
     bucket.put("books/a")
     (row,) = s3.list_versions(_client(bucket), bucket.name, "books/")
     assert row.last_modified.tzinfo is timezone.utc  # fromisoformat's, not dateutil's tzutc()
+
+
+def _parallelism(client: Any, bucket: Bucket, **kwargs: Any) -> tuple[list[tuple[str, str, bool, bool]], float]:
+    """The rows, and how many ListObjectVersions were in flight on average
+    (their summed time over the listing's time) with 30 ms of latency each."""
+    lock = threading.Lock()
+    spent = [0.0]
+    started: dict[int, float] = {}
+
+    def before(**_kw: Any) -> None:
+        time.sleep(0.03)
+        with lock:
+            started[threading.get_ident()] = time.monotonic() - 0.03
+
+    def after(**_kw: Any) -> None:
+        with lock:
+            spent[0] += time.monotonic() - started.pop(threading.get_ident())
+
+    client.meta.events.register("before-call.s3.ListObjectVersions", before)
+    client.meta.events.register("after-call.s3.ListObjectVersions", after)
+    began = time.monotonic()
+    rows = _rows(client, bucket, **kwargs)
+    took = time.monotonic() - began
+    client.meta.events.unregister("before-call.s3.ListObjectVersions", before)
+    client.meta.events.unregister("after-call.s3.ListObjectVersions", after)
+    return rows, spent[0] / took
+
+
+def test_listing_in_any_order_has_the_same_rows_and_keeps_every_connection_busy(bucket: Bucket) -> None:
+    """plan lists with ordered=False: every row once, a key's rows within one
+    range, and the connections no longer wait for the one the reader is on."""
+    keys = [f"books/{i:04d}/image.webp" for i in range(900)]
+    bucket.put_many(keys)
+    for key in keys[::7]:
+        bucket.put(key, b"second")
+    client = _client(bucket)
+    one = _rows(client, bucket, concurrency=1, page_size=10)
+    ordered, in_order = _parallelism(client, bucket, concurrency=6, page_size=10, sequential_pages=1)
+    unordered, any_order = _parallelism(
+        client, bucket, concurrency=6, page_size=10, sequential_pages=1, ordered=False
+    )
+    assert sorted(unordered) == sorted(one) == sorted(ordered) and len(set(unordered)) == len(unordered)
+    assert _key_order(ordered) == _key_order(one)
+    assert any_order > 2.8 and any_order > 1.4 * in_order, (in_order, any_order)

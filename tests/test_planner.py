@@ -310,3 +310,20 @@ def test_protect_pattern_language_glob_and_exact_key() -> None:
     assert matches_protect("books/a/b/c", ["books/*"]) == "books/*"  # * crosses '/'
     assert matches_protect("books/ab", ["books/?"]) is None and matches_protect("books/a", ["books/?"])
     assert matches_protect("books/b", ["books/[!a]"]) and not matches_protect("books/a", ["books/[!a]"])
+
+
+def test_planner_gives_the_same_plan_whatever_order_the_listing_comes_in() -> None:
+    """plan lists the prefix's key ranges in parallel and takes pages as they
+    come: the plan (orphans, figures, warnings, hash) is the one of S3's order."""
+    import random
+
+    keys = [f"books/{i:03d}" for i in range(60)] + [f"books-old/{i}" for i in range(8)] + ["booksX", "books\u00e9"]
+    referenced = keys[::3]
+    in_order = sorted(keys, key=lambda k: k.encode())
+    listing = [version(k) for k in in_order] + [version(k, latest=False, vid="old") for k in in_order[::5]]
+    shuffled = list(listing)
+    random.Random(7).shuffle(shuffled)
+    first = make_plan(keys, referenced, prefix="books", listing=listing)
+    again = make_plan(keys, referenced, prefix="books", listing=shuffled)
+    assert again.plan_hash == first.plan_hash and again == first
+    assert "e.g. books-old/0, books-old/1, books-old/2" in first.warnings[-1]

@@ -185,9 +185,7 @@ def _check_drift(
     figures = tally.figures(plan.orphans, live)
     gates.check_volume(figures, limits, plan.prefix, live=True)
     gates.check_jump(figures, baseline, allowed=False, live=True)
-    referenced_now = {
-        key: result.name for result in references.sources for key in result.keys if key in planned
-    }
+    referenced_now = {key: name for key in planned if (name := references.source_name(key)) is not None}
     offences = find_drift(plan.orphans, live, referenced_now)
     if offences:
         raise DriftError(offences)

@@ -50,14 +50,15 @@ def plan(
     database_url = config.database_url()
     inventory = inventory or config.inventory.manifest
     if inventory is not None:
-        checkinventory_url(inventory)
+        check_inventory_url(inventory)
         client = s3.client_for(config.s3, client)
         # The report is checked before the database is read: a wrong report fails fast.
         manifest = find_manifest(client, inventory, config.s3.bucket)
         references = None
     else:
         references = read_references(
-            database_url, config.references, progress=_stage(progress, "querying"), timeouts=config.database
+            database_url, config.references, progress=_stage(progress, "querying"), timeouts=config.database,
+            prefix=config.s3.prefix,
         )
         client = s3.client_for(config.s3, client)
     bucket, prefix = config.s3.bucket, config.s3.prefix
@@ -79,7 +80,8 @@ def plan(
     else:
         result = build_plan(
             s3.list_versions(
-                client, bucket, prefix, _stage(progress, "listing"), concurrency=config.s3.list_concurrency
+                client, bucket, prefix, _stage(progress, "listing"), concurrency=config.s3.list_concurrency,
+                ordered=False,  # the planner sorts what it keeps
             ),
             references,
             config.references,
@@ -109,7 +111,7 @@ def plan(
     return PlanResult(plan=result, path=location, refusal=refusal)
 
 
-def checkinventory_url(url: str) -> None:
+def check_inventory_url(url: str) -> None:
     """``--inventory``: an s3:// URL of a manifest.json or of an inventory configuration's folder."""
     try:
         inventory_url(url)
