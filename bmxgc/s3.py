@@ -334,10 +334,11 @@ def list_versions(
     try:
         try:
             marker: tuple[str, str | None] | None = None
+            listed: frozenset[str] = frozenset()
             first_key: str | None = None
             pages = 0
             while True:
-                page = _fetch_page(client, bucket, prefix, marker, page_size)
+                page = _fetch_page(client, bucket, prefix, marker, page_size, listed)
                 pages += 1
                 if first_key is None and page.rows:
                     first_key = min(row.key for row in page.rows)
@@ -348,10 +349,10 @@ def list_versions(
                 gc.freeze()
                 if page.next is None:
                     return
-                marker = page.next
+                marker, listed = page.next, page.listed
                 if concurrency > 1 and pages >= sequential_pages:
                     break
-            listing = _ParallelListing(client, bucket, prefix, marker, concurrency, page_size, ordered)
+            listing = _ParallelListing(client, bucket, prefix, marker, concurrency, page_size, ordered, listed)
             listing.density = seen / max(_width(first_key or prefix, marker[0], prefix), 1e-30)
             for rows in listing.pages():
                 seen += len(rows)
@@ -369,10 +370,16 @@ def list_versions(
 class _Page:
     rows: list[VersionEntry]
     next: tuple[str, str | None] | None  # (key marker, version id marker) if truncated
+    listed: frozenset[str] = frozenset()  # the version ids of the key marker's key listed so far
 
 
 def _fetch_page(
-    client: S3Client, bucket: str, prefix: str, marker: tuple[str, str | None] | None, page_size: int
+    client: S3Client,
+    bucket: str,
+    prefix: str,
+    marker: tuple[str, str | None] | None,
+    page_size: int,
+    listed: frozenset[str] = frozenset(),
 ) -> _Page:
     """One ListObjectVersions page after ``marker`` (None: the prefix's first).
 
@@ -392,12 +399,24 @@ def _fetch_page(
     listing = answer.get(_LISTING_FIELD)
     if not isinstance(listing, Listing):  # botocore parsed it (a body parse_listing did not take)
         listing = _listing_from_botocore(answer)
+    rows = listing.rows
+    if marker is not None and listed:
+        # LocalStack answers a version id marker on a key with a space with the
+        # key's versions from its first again: drop the ones already listed.
+        rows = [r for r in rows if r.key != marker[0] or r.version_id not in listed]
     following: tuple[str, str | None] | None = None
     if listing.truncated:
         if not listing.next_key:  # S3 always sends it with a truncated page; never loop on nothing
             raise ServiceError(f"S3 listing of s3://{bucket}/{prefix} is truncated but names no next key")
         following = (listing.next_key, listing.next_version_id or None)
-    return _Page(listing.rows, following)
+        if following == marker:  # the same page again: asking on would loop for ever
+            raise ServiceError(
+                f"S3 listing of s3://{bucket}/{prefix}: the next page's marker did not advance "
+                f"(key marker {following[0]!r} again); check s3.endpoint_url (is it an S3 server?)"
+            )
+        ids = frozenset(r.version_id for r in rows if r.key == following[0])
+        return _Page(rows, following, ids | listed if marker is not None and marker[0] == following[0] else ids)
+    return _Page(rows, following)
 
 
 # --------------------------------------------------------------------------- the listing's XML
@@ -581,7 +600,12 @@ def parse_listing(body: bytes) -> Listing | None:
                 )
     next_key = top.get("NextKeyMarker")
     if url and next_key:
-        next_key = unquote_plus(next_key)
+        decoded = unquote_plus(next_key)
+        # LocalStack encodes the keys but not the next key marker, which names the
+        # page's last key: read it the way that names a key of the page.
+        if decoded != next_key and not any(r.key == decoded for r in rows) and any(r.key == next_key for r in rows):
+            decoded = next_key
+        next_key = decoded
     return Listing(rows, top.get("IsTruncated") == "true", next_key, top.get("NextVersionIdMarker"))
 
 
@@ -639,6 +663,7 @@ class _Range:
     marker: tuple[str, str | None] | None
     end: str | None
     floor: str | None = None  # rows at or before this key were listed already
+    listed: frozenset[str] = frozenset()  # version ids of the marker's key listed already
     position: str = ""  # the last key listed (or the head): where a split may start
     pages: deque[list[VersionEntry]] = field(default_factory=deque)
     done: bool = False
@@ -673,6 +698,7 @@ class _ParallelListing:
         concurrency: int,
         page_size: int,
         ordered: bool = True,
+        listed: frozenset[str] = frozenset(),
     ) -> None:
         self.page_size = page_size
         self.ordered = ordered
@@ -681,7 +707,7 @@ class _ParallelListing:
         self.prefix = prefix
         self.concurrency = concurrency
         self.buffer = 2 * concurrency
-        self.ranges: list[_Range] = [_Range(listing=prefix, marker=start, end=None, position=start[0])]
+        self.ranges: list[_Range] = [_Range(listing=prefix, marker=start, end=None, position=start[0], listed=listed)]
         self.cond = threading.Condition()
         self.error: BaseException | None = None
         self.closed = False
@@ -730,7 +756,7 @@ class _ParallelListing:
                         target, middle = job
                     else:
                         job.busy = True
-                        listing, marker = job.listing, job.marker
+                        listing, marker, listed = job.listing, job.marker, job.listed
                 if isinstance(job, tuple):
                     found = _first_current_key_after(self.client, self.bucket, self.prefix, middle)
                     with self.cond:
@@ -738,7 +764,7 @@ class _ParallelListing:
                         self._split_at(target, middle, found)
                         self.cond.notify_all()
                     continue
-                page = _fetch_page(self.client, self.bucket, listing, marker, self.page_size)
+                page = _fetch_page(self.client, self.bucket, listing, marker, self.page_size, listed)
                 with self.cond:  # one step: no other connection may take the range meanwhile
                     self._take(job, page)
                     job.busy = False
@@ -822,7 +848,7 @@ class _ParallelListing:
         if beyond:
             job.done = True
         elif page.next is not None:
-            job.marker = page.next
+            job.marker, job.listed = page.next, page.listed
             job.position = max(job.position, page.next[0])
             if end is not None and not page.next[0] < end and page.next[1] is None:
                 job.done = True  # the next page would start at or after the end
@@ -833,7 +859,7 @@ class _ParallelListing:
                     f"S3 listing of s3://{self.bucket}/{self.prefix} changed while it was listed "
                     f"({job.listing!r} was there a moment ago); run the command again"
                 )
-            job.listing, job.marker, job.floor = self.prefix, (job.last_key, None), job.last_key
+            job.listing, job.marker, job.floor, job.listed = self.prefix, (job.last_key, None), job.last_key, frozenset()
         else:
             job.done = True
 

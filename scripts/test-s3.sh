@@ -33,6 +33,9 @@ S3_TESTS=(
     tests/test_recover.py
     tests/test_undo_verified.py
     tests/test_server_differences.py
+    tests/test_listing_xml.py
+    tests/test_parallel_listing.py
+    tests/test_inventory.py
 )
 
 if [[ "$server" != moto ]]; then

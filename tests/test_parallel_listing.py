@@ -5,6 +5,7 @@ SlowDown left to botocore's retries. Against moto's server over HTTP."""
 from __future__ import annotations
 
 import collections
+import os
 import random
 import threading
 import time
@@ -70,6 +71,10 @@ def _fill(bucket: Bucket) -> list[str]:
     return keys
 
 
+@pytest.mark.skipif(
+    os.environ.get("BMXGC_TEST_S3") == "localstack",
+    reason="LocalStack leaves keys with non-ASCII characters out of pages after a key marker (docs/compatibility.md)",
+)
 @pytest.mark.parametrize("concurrency", [2, 4, 9])
 def test_split_listing_is_the_single_connection_listing(bucket: Bucket, concurrency: int) -> None:
     keys = _fill(bucket)
