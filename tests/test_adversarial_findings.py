@@ -327,3 +327,84 @@ def test_undo_with_an_out_of_range_time_in_its_record_is_a_named_error(world: Wo
     record.write_text(json.dumps({"format_version": 1, "runs": [{"at": "0001-01-01T00:00:00+01:00"}]}), encoding="utf-8")
     undone = cli("-c", world.config_path, "undo", world.receipt_path(plan), "--auto-approve")
     assert not _unexpected(undone.output), undone.output
+
+
+# --------------------------------------------------------------------------- round 4: the streamed plan file
+
+
+def _stream_plan(keys: list[str], folder: Path) -> Path:
+    from bmxgc.planfile import default_file_name, render_plan_json
+    from support import make_plan
+
+    plan = make_plan(keys, [], safety={"max_deletes": 10 * len(keys) + 10, "max_orphan_ratio": 1.0})
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / default_file_name(plan)
+    path.write_text(render_plan_json(plan), encoding="utf-8")
+    return path
+
+
+def test_a_trailing_comma_after_the_last_orphan_is_refused_at_a_block_boundary(cli: Any, tmp_path: Path) -> None:
+    """A plan whose last orphan line ends with a comma is not JSON (json.load,
+    jq and bmxgc before the stream all refuse it). When the stream's block of
+    256 KiB ends inside that last line, the next block starts with the
+    closing ``  ]``, the line was checked as 'not the list's last' (a comma
+    wanted), and the file is accepted: verify says OK and apply would act on
+    a file no JSON reader accepts (severity: accepts a bad file)."""
+    from bmxgc.planstream import _BLOCK
+
+    for n in range(600, 900):  # lines of ~290 bytes: find the count whose last line straddles the block's end
+        path = _stream_plan([f"books/{i:05d}" + "x" * 200 for i in range(n)], tmp_path / str(n))
+        data = path.read_bytes()
+        boundary = data.index(b'  "orphans": [\n') + len(b'  "orphans": [\n') + _BLOCK
+        start = data.rindex(b"\n    {") + 1
+        end = data.index(b"\n", start) + 1
+        if start <= boundary < end:
+            break
+    else:
+        pytest.fail("no plan size puts the block's end inside the last orphan line")
+    forged = tmp_path / "trailing-comma.json"
+    forged.write_bytes(data[: end - 1] + b"," + data[end - 1 :])
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(forged.read_bytes())  # the plan's hash still matches: only the layout is wrong
+    result = cli("verify", forged)
+    assert result.code == 3, result.output
+    assert "invalid JSON" in result.err, result.err
+    assert "Traceback" not in result.output
+
+
+def test_show_and_verify_read_summary_fields_written_after_the_orphans(cli: Any, tmp_path: Path) -> None:
+    """A plan re-serialised by a tool that puts ``inventory`` (or
+    ``near_misses``, ``cross_check``) after the orphans is a valid plan with
+    the same hash, and apply reads it whole. ``show`` and ``verify`` render
+    the summary read from the head, before the orphans: the fields after
+    them are silently dropped, so show says nothing of the inventory the
+    plan was made from, and its JSON summary differs from what apply acts on
+    (severity: show differs from apply)."""
+    from support import read_plan, spec_hash
+
+    path = _stream_plan([f"books/{i:03d}" for i in range(5)], tmp_path)
+    doc = read_plan(path)
+    doc["inventory"] = {
+        "manifest": "s3://inv/bkt/all/2026-11-28T01-00Z/manifest.json",
+        "created_at": "2026-11-28T01:00:00Z",
+        "creation_timestamp": 1795827600000,
+        "checksum": "0" * 32,
+        "file_format": "Parquet",
+        "files": 1,
+    }
+    doc["plan_hash"] = spec_hash(doc)
+    head = {k: v for k, v in doc.items() if k not in ("orphans", "inventory")}
+    text = json.dumps(head, indent=2, ensure_ascii=False)[:-2] + ',\n  "orphans": [\n'
+    text += ",\n".join("    " + json.dumps(o, ensure_ascii=False, separators=(", ", ": ")) for o in doc["orphans"])
+    text += '\n  ],\n  "inventory": ' + json.dumps(doc["inventory"]) + "\n}\n"
+    moved = tmp_path / "inventory-last.json"
+    moved.write_text(text, encoding="utf-8")
+    from bmxgc.planfile import load_plan
+
+    assert load_plan(moved).inventory is not None  # what apply reads
+    shown = cli("show", moved)
+    assert shown.code == 0, shown.output
+    assert "from the S3 Inventory report s3://inv/bkt/all/" in shown.out, shown.out
+    summary = cli("show", moved, "--format", "json")
+    assert summary.code == 0, summary.output
+    assert "s3://inv/bkt/all/2026-11-28T01-00Z/manifest.json" in summary.out, summary.out
