@@ -370,6 +370,12 @@ def test_a_trailing_comma_after_the_last_orphan_is_refused_at_a_block_boundary(c
     assert result.code == 3, result.output
     assert "invalid JSON" in result.err, result.err
     assert "Traceback" not in result.output
+    # apply reads the plan's text (blocks of characters: here the same, all ASCII)
+    from bmxgc.errors import PlanFileError
+    from bmxgc.planfile import parse_plan_text
+
+    with pytest.raises(PlanFileError, match="invalid JSON"):
+        parse_plan_text(forged.read_text(encoding="utf-8"), str(forged))
 
 
 def test_show_and_verify_read_summary_fields_written_after_the_orphans(cli: Any, tmp_path: Path) -> None:
