@@ -414,3 +414,108 @@ def test_show_and_verify_read_summary_fields_written_after_the_orphans(cli: Any,
     summary = cli("show", moved, "--format", "json")
     assert summary.code == 0, summary.output
     assert "s3://inv/bkt/all/2026-11-28T01-00Z/manifest.json" in summary.out, summary.out
+
+
+# --------------------------------------------------------------------------- round 4: plan --inventory
+
+
+def _inventory_scene(bucket: Any, sqlite_db: Any, tmp_path: Path) -> World:
+    from apply_support import empty_world
+
+    w = empty_world(bucket, sqlite_db, tmp_path)
+    for key in ["books/kept.webp", "books/orphan-a.webp", "books/orphan-b.webp"]:
+        bucket.put(key, f"bytes of {key}".encode())
+    w.reference(["kept.webp"])
+    w.write_config(safety={"min_age": "0s", "max_orphan_ratio": 1.0})
+    return w
+
+
+def _with_parquet_file(report: Any, tmp_path: Path, sql: str) -> None:
+    """Replace the report's data files by one Parquet file that DuckDB writes from ``sql``
+    (its MD5 and size written into a manifest with a matching checksum)."""
+    import hashlib
+
+    import duckdb
+
+    path = tmp_path / "spoiled.parquet"
+    con = duckdb.connect()
+    con.execute(f"COPY ({sql}) TO '{path}' (FORMAT PARQUET)")
+    con.close()
+    body = path.read_bytes()
+    report.client.put_object(Bucket=report.bucket, Key=report.data_keys[0], Body=body)
+    entry = {"key": report.data_keys[0], "size": len(body), "MD5checksum": hashlib.md5(body).hexdigest()}
+    report.put_manifest(dict(report.manifest, files=[entry]))
+
+
+def test_inventory_row_without_a_last_modified_date_is_a_named_error(
+    bucket: Any, sqlite_db: Any, make_bucket: Any, tmp_path: Path, cli: Any
+) -> None:
+    """A Parquet report whose current object has no LastModifiedDate (a null:
+    a damaged or hand-made report). Its age is unknown, so min_age cannot be
+    judged; the join calls it 'not young' (NULL > x is NULL, read as false), so
+    it becomes an orphan, and building its record crashes on the null:
+    'unexpected error' and a traceback instead of a one-line refusal naming
+    the report (severity: bad input not refused cleanly; the row would have
+    been planned as old enough)."""
+    from datetime import datetime, timezone
+
+    from inventory_support import listed_rows, upload_report
+
+    w = _inventory_scene(bucket, sqlite_db, tmp_path)
+    inventory = make_bucket(versioned=False)
+    rows = listed_rows(w.client, w.name)
+    report = upload_report(inventory.client, inventory.name, rows, "Parquet", datetime.now(timezone.utc), tmp_path, files=1)
+    values = ", ".join(
+        f"('{r.bucket}', '{r.key}', '{r.version_id}', {str(r.is_latest).lower()}, false, {r.size}, "
+        + ("NULL" if r.key == "books/orphan-a.webp" else f"make_timestamp({int(r.last_modified.timestamp() * 1_000_000)})::TIMESTAMP_MS")
+        + f", '{r.etag}', 'STANDARD')"
+        for r in rows
+    )
+    _with_parquet_file(
+        report, tmp_path,
+        "SELECT * FROM (VALUES " + values + ") AS t(bucket, key, version_id, is_latest, is_delete_marker, size, "
+        "last_modified_date, e_tag, storage_class)",
+    )
+    result = cli("-c", w.config_path, "plan", "--inventory", report.url)
+    assert not _unexpected(result.output), result.output
+    assert result.code in (1, 3), result.output
+    assert "books/orphan-a.webp" in result.err or "LastModifiedDate" in result.err, result.err
+
+
+def test_inventory_current_object_without_an_etag_is_refused_not_planned_unguarded(
+    bucket: Any, sqlite_db: Any, make_bucket: Any, tmp_path: Path, cli: Any
+) -> None:
+    """A Parquet report whose current object has a null ETag. Every object S3
+    holds has an ETag; the join reads the null as '' and plans the orphan
+    with "etag": "". apply sends DeleteObjects with an ETag condition only
+    when the plan has one, so this orphan would be deleted unguarded: an
+    object overwritten between apply's live check and its request (a new
+    version the application now uses) gets a delete marker (severity: a live
+    object hidden until undo, in a race window; the plan accepts a damaged report)."""
+    from datetime import datetime, timezone
+
+    from inventory_support import listed_rows, upload_report
+
+    w = _inventory_scene(bucket, sqlite_db, tmp_path)
+    inventory = make_bucket(versioned=False)
+    rows = listed_rows(w.client, w.name)
+    report = upload_report(inventory.client, inventory.name, rows, "Parquet", datetime.now(timezone.utc), tmp_path, files=1)
+    values = ", ".join(
+        f"('{r.bucket}', '{r.key}', '{r.version_id}', {str(r.is_latest).lower()}, false, {r.size}, "
+        f"make_timestamp({int(r.last_modified.timestamp() * 1_000_000)})::TIMESTAMP_MS, "
+        + ("NULL" if r.key == "books/orphan-b.webp" else f"'{r.etag}'")
+        + ", 'STANDARD')"
+        for r in rows
+    )
+    _with_parquet_file(
+        report, tmp_path,
+        "SELECT * FROM (VALUES " + values + ") AS t(bucket, key, version_id, is_latest, is_delete_marker, size, "
+        "last_modified_date, e_tag, storage_class)",
+    )
+    out = tmp_path / "plan.json"
+    result = cli("-c", w.config_path, "plan", "--inventory", report.url, "--out", out)
+    assert not _unexpected(result.output), result.output
+    planned = json.loads(out.read_text(encoding="utf-8"))["orphans"] if out.exists() else []
+    assert all(o["etag"] for o in planned), planned  # never an orphan apply would delete without its ETag
+    assert result.code in (1, 3), result.output
+    assert "books/orphan-b.webp" in result.err, result.err
