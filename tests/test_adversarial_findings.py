@@ -519,3 +519,67 @@ def test_inventory_current_object_without_an_etag_is_refused_not_planned_unguard
     assert all(o["etag"] for o in planned), planned  # never an orphan apply would delete without its ETag
     assert result.code in (1, 3), result.output
     assert "books/orphan-b.webp" in result.err, result.err
+
+
+def test_the_streamed_reader_judges_like_a_whole_parse_at_every_block_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Differential: plan texts edited in ways that keep or break JSON (CRLF,
+    blank lines, spacing, escapes, a BOM, a trailing comma, a second
+    ``orphans``, a key twice, 01, 1.0), read by the stream (bytes as verify
+    and show read a file, text as apply reads one) with small blocks, so that
+    block ends fall everywhere: each must accept exactly what the whole parse
+    accepts, with the same orphans and summary."""
+    import io
+    import random
+
+    from bmxgc import planstream
+    from bmxgc.errors import PlanFileError
+    from bmxgc.planfile import PLAN, read, render_plan_json
+    from support import make_plan
+
+    keys = ["books/a b", 'books/quote"d', "books/back\\slash", "books/tab\there", "books/é", "books/😀",
+            "books/\u2028sep", "books/x/", "books/},\n{", "books/\x7f"] + [f"books/{i:03d}" for i in range(30)]
+    base = render_plan_json(make_plan(keys, [], safety={"max_deletes": 1000, "max_orphan_ratio": 1.0}))
+
+    def outcome(read_plan: Any) -> tuple[Any, ...]:
+        try:
+            plan = read_plan()
+        except (PlanFileError, UnicodeDecodeError):
+            return ("refused",)
+        return ("ok", [tuple(o) for o in plan.orphans], plan.model_dump(exclude={"orphans"}))
+
+    edits = [
+        lambda t, r: t.replace("\n", "\r\n", r.randint(1, 5)),
+        lambda t, r: t.replace(",\n", ",\n\n", 1),
+        lambda t, r: t.replace('", "', '",  "', r.randint(1, 3)),
+        lambda t, r: t.replace("},\n    {", "}, {", 1),
+        lambda t, r: "},\n  ]".join(t.rsplit("}\n  ]", 1)),  # a comma after the last orphan
+        lambda t, r: t.replace("\n  ]\n}", "\n  ]}\n"),
+        lambda t, r: "\ufeff" + t,
+        lambda t, r: t.replace("    {", "\t{", r.randint(1, 3)),
+        lambda t, r: t.replace("books/0", "books\\/0", r.randint(1, 3)),
+        lambda t, r: t.replace("\u2028", "\\u2028"),
+        lambda t, r: t + ",",
+        lambda t, r: t.replace('  "orphans": [\n', '  "orphans": [\n\n'),
+        lambda t, r: t.replace(',\n  "orphans"', ',\n  "orphans": [],\n  "orphans"'),
+        lambda t, r: t.replace('"key": "books/005"', '"key": "books/005", "key": "books/005"'),
+        lambda t, r: t.replace('"size": 1', '"size": 01', 1),
+        lambda t, r: t.replace('"size": 1', '"size": 1.0', 1),
+        lambda t, r: t.replace('Z"}', 'Z" }', r.randint(1, 4)),
+    ]
+    differ = []
+    for seed in range(600):
+        r = random.Random(seed)
+        monkeypatch.setattr(planstream, "_BLOCK", r.choice([16, 64, 100, 200, 333, 1000]))
+        text = base
+        for _ in range(r.randint(1, 3)):
+            text = r.choice(edits)(text, r)
+        whole = outcome(lambda: read(text, "x", PLAN))
+        data = text.encode("utf-8")
+        for name, stream in (
+            ("bytes", lambda: planstream.PlanStream(io.BytesIO(data), "x")),
+            ("text", lambda: planstream.PlanStream(planstream.TextReader(text), "x")),
+        ):
+            streamed = outcome(lambda: planstream.plan_of(stream()))
+            if streamed != whole:
+                differ.append(f"seed {seed}, {name}: whole parse {whole[0]}, stream {streamed[0]}")
+    assert differ == [], differ[:5]
