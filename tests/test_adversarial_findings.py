@@ -547,7 +547,9 @@ def test_the_streamed_reader_judges_like_a_whole_parse_at_every_block_size(monke
             return ("refused",)
         return ("ok", [tuple(o) for o in plan.orphans], plan.model_dump(exclude={"orphans"}))
 
-    edits = [
+    from collections.abc import Callable
+
+    edits: list[Callable[[str, random.Random], str]] = [
         lambda t, r: t.replace("\n", "\r\n", r.randint(1, 5)),
         lambda t, r: t.replace(",\n", ",\n\n", 1),
         lambda t, r: t.replace('", "', '",  "', r.randint(1, 3)),
@@ -575,11 +577,9 @@ def test_the_streamed_reader_judges_like_a_whole_parse_at_every_block_size(monke
             text = r.choice(edits)(text, r)
         whole = outcome(lambda: read(text, "x", PLAN))
         data = text.encode("utf-8")
-        for name, stream in (
-            ("bytes", lambda: planstream.PlanStream(io.BytesIO(data), "x")),
-            ("text", lambda: planstream.PlanStream(planstream.TextReader(text), "x")),
-        ):
-            streamed = outcome(lambda: planstream.plan_of(stream()))
+        for name in ("bytes", "text"):
+            handle = io.BytesIO(data) if name == "bytes" else planstream.TextReader(text)
+            streamed = outcome(lambda: planstream.plan_of(planstream.PlanStream(handle, "x")))
             if streamed != whole:
                 differ.append(f"seed {seed}, {name}: whole parse {whole[0]}, stream {streamed[0]}")
     assert differ == [], differ[:5]
