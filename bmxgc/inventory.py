@@ -210,6 +210,14 @@ def _join(
                 "it is damaged or merged from two reports: name another report"
             )
         previous = key
+        if modified_ms is None or not etag:
+            # S3 gives every object both: without its time min_age cannot be judged,
+            # without its ETag apply's DeleteObjects would have no condition.
+            missing = "a LastModifiedDate" if modified_ms is None else "an ETag"
+            raise InventoryError(
+                f"inventory {manifest.url}: the report lists {key!r} as a current object without {missing}; "
+                "it is damaged: name another report"
+            )
         if matches_protect(key, safety.protect):
             skipped_protected += 1
         elif young:

@@ -176,8 +176,11 @@ class PlanStream:
                 digest.update(canonical if first else b"," + canonical)
                 first = False
                 yield rows
-            elif first:
-                raise _NotInLayout  # "orphans": [ then ] : bmxgc writes [] on one line
+            else:
+                # "orphans": [ then ] (bmxgc writes [] on one line), or a block
+                # that ended with the list's last line, read as wanting a comma:
+                # a comma before "]" is not JSON. The whole read says which.
+                raise _NotInLayout
             if carry:
                 break
         tail = carry + self._read(-1)
@@ -324,10 +327,12 @@ def plan_of(stream: PlanStream) -> Plan:
 
 
 def verify(stream: PlanStream) -> PlanSummary:
-    """Every orphan read and checked, none kept: the summary of an intact plan."""
+    """Every orphan read and checked, none kept: the summary of an intact plan
+    (the whole plan's, when the file had to be read whole: a field after the
+    orphans is not in the head)."""
     for _batch in stream.batches():
         pass
-    return stream.summary
+    return stream.whole if stream.whole is not None else stream.summary
 
 
 class HeadReader(Protocol):

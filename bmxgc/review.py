@@ -86,7 +86,8 @@ def diff_streams(old: PlanStream, new: PlanStream) -> PlanDiff:
     while b is not None:
         added.append(record(b))
         b = next(after, None)
-    return _diff(old.summary, new.summary, added, removed, changed)
+    # Read whole on the way (out of layout): the whole plan, with any field after its orphans.
+    return _diff(old.whole or old.summary, new.whole or new.summary, added, removed, changed)
 
 
 def _rows(stream: PlanStream) -> Iterator[Row]:

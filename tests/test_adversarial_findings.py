@@ -5,6 +5,10 @@ Every test here fails on today's code and is marked
 ``xfail(strict=True)``: the suite stays green, and the day a fix lands the
 test passes, strict xfail turns that into a failure, and the fixer removes the
 mark. Ordered by severity (see each reason).
+
+The round-4 section at the end (the streamed plan file, ``plan --inventory``,
+86461f4) holds findings fixed on the branch that found them: those tests
+failed on 86461f4 and pass, unmarked.
 """
 
 from __future__ import annotations
@@ -327,3 +331,259 @@ def test_undo_with_an_out_of_range_time_in_its_record_is_a_named_error(world: Wo
     record.write_text(json.dumps({"format_version": 1, "runs": [{"at": "0001-01-01T00:00:00+01:00"}]}), encoding="utf-8")
     undone = cli("-c", world.config_path, "undo", world.receipt_path(plan), "--auto-approve")
     assert not _unexpected(undone.output), undone.output
+
+
+# --------------------------------------------------------------------------- round 4: the streamed plan file
+
+
+def _stream_plan(keys: list[str], folder: Path) -> Path:
+    from bmxgc.planfile import default_file_name, render_plan_json
+    from support import make_plan
+
+    plan = make_plan(keys, [], safety={"max_deletes": 10 * len(keys) + 10, "max_orphan_ratio": 1.0})
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / default_file_name(plan)
+    path.write_text(render_plan_json(plan), encoding="utf-8")
+    return path
+
+
+def test_a_trailing_comma_after_the_last_orphan_is_refused_at_a_block_boundary(cli: Any, tmp_path: Path) -> None:
+    """A plan whose last orphan line ends with a comma is not JSON (json.load,
+    jq and bmxgc before the stream all refuse it). When the stream's block of
+    256 KiB ends inside that last line, the next block starts with the
+    closing ``  ]``, the line was checked as 'not the list's last' (a comma
+    wanted), and the file is accepted: verify says OK and apply would act on
+    a file no JSON reader accepts (severity: accepts a bad file)."""
+    from bmxgc.planstream import _BLOCK
+
+    for n in range(600, 900):  # lines of ~290 bytes: find the count whose last line straddles the block's end
+        path = _stream_plan([f"books/{i:05d}" + "x" * 200 for i in range(n)], tmp_path / str(n))
+        data = path.read_bytes()
+        boundary = data.index(b'  "orphans": [\n') + len(b'  "orphans": [\n') + _BLOCK
+        start = data.rindex(b"\n    {") + 1
+        end = data.index(b"\n", start) + 1
+        if start <= boundary < end:
+            break
+    else:
+        pytest.fail("no plan size puts the block's end inside the last orphan line")
+    forged = tmp_path / "trailing-comma.json"
+    forged.write_bytes(data[: end - 1] + b"," + data[end - 1 :])
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(forged.read_bytes())  # the plan's hash still matches: only the layout is wrong
+    result = cli("verify", forged)
+    assert result.code == 3, result.output
+    assert "invalid JSON" in result.err, result.err
+    assert "Traceback" not in result.output
+    # apply reads the plan's text (blocks of characters: here the same, all ASCII)
+    from bmxgc.errors import PlanFileError
+    from bmxgc.planfile import parse_plan_text
+
+    with pytest.raises(PlanFileError, match="invalid JSON"):
+        parse_plan_text(forged.read_text(encoding="utf-8"), str(forged))
+
+
+def test_show_and_verify_read_summary_fields_written_after_the_orphans(cli: Any, tmp_path: Path) -> None:
+    """A plan re-serialised by a tool that puts ``inventory`` (or
+    ``near_misses``, ``cross_check``) after the orphans is a valid plan with
+    the same hash, and apply reads it whole. ``show`` and ``verify`` render
+    the summary read from the head, before the orphans: the fields after
+    them are silently dropped, so show says nothing of the inventory the
+    plan was made from, and its JSON summary differs from what apply acts on
+    (severity: show differs from apply)."""
+    from support import read_plan, spec_hash
+
+    path = _stream_plan([f"books/{i:03d}" for i in range(5)], tmp_path)
+    doc = read_plan(path)
+    doc["inventory"] = {
+        "manifest": "s3://inv/bkt/all/2026-11-28T01-00Z/manifest.json",
+        "created_at": "2026-11-28T01:00:00Z",
+        "creation_timestamp": 1795827600000,
+        "checksum": "0" * 32,
+        "file_format": "Parquet",
+        "files": 1,
+    }
+    doc["plan_hash"] = spec_hash(doc)
+    head = {k: v for k, v in doc.items() if k not in ("orphans", "inventory")}
+    text = json.dumps(head, indent=2, ensure_ascii=False)[:-2] + ',\n  "orphans": [\n'
+    text += ",\n".join("    " + json.dumps(o, ensure_ascii=False, separators=(", ", ": ")) for o in doc["orphans"])
+    text += '\n  ],\n  "inventory": ' + json.dumps(doc["inventory"]) + "\n}\n"
+    moved = tmp_path / "inventory-last.json"
+    moved.write_text(text, encoding="utf-8")
+    from bmxgc.planfile import load_plan
+
+    assert load_plan(moved).inventory is not None  # what apply reads
+    shown = cli("show", moved)
+    assert shown.code == 0, shown.output
+    assert "from the S3 Inventory report s3://inv/bkt/all/" in shown.out, shown.out
+    summary = cli("show", moved, "--format", "json")
+    assert summary.code == 0, summary.output
+    assert "s3://inv/bkt/all/2026-11-28T01-00Z/manifest.json" in summary.out, summary.out
+
+
+# --------------------------------------------------------------------------- round 4: plan --inventory
+
+
+def _inventory_scene(bucket: Any, sqlite_db: Any, tmp_path: Path) -> World:
+    from apply_support import empty_world
+
+    w = empty_world(bucket, sqlite_db, tmp_path)
+    for key in ["books/kept.webp", "books/orphan-a.webp", "books/orphan-b.webp"]:
+        bucket.put(key, f"bytes of {key}".encode())
+    w.reference(["kept.webp"])
+    w.write_config(safety={"min_age": "0s", "max_orphan_ratio": 1.0})
+    return w
+
+
+def _with_parquet_file(report: Any, tmp_path: Path, sql: str) -> None:
+    """Replace the report's data files by one Parquet file that DuckDB writes from ``sql``
+    (its MD5 and size written into a manifest with a matching checksum)."""
+    import hashlib
+
+    import duckdb
+
+    path = tmp_path / "spoiled.parquet"
+    con = duckdb.connect()
+    con.execute(f"COPY ({sql}) TO '{path}' (FORMAT PARQUET)")
+    con.close()
+    body = path.read_bytes()
+    report.client.put_object(Bucket=report.bucket, Key=report.data_keys[0], Body=body)
+    entry = {"key": report.data_keys[0], "size": len(body), "MD5checksum": hashlib.md5(body).hexdigest()}
+    report.put_manifest(dict(report.manifest, files=[entry]))
+
+
+def test_inventory_row_without_a_last_modified_date_is_a_named_error(
+    bucket: Any, sqlite_db: Any, make_bucket: Any, tmp_path: Path, cli: Any
+) -> None:
+    """A Parquet report whose current object has no LastModifiedDate (a null:
+    a damaged or hand-made report). Its age is unknown, so min_age cannot be
+    judged; the join calls it 'not young' (NULL > x is NULL, read as false), so
+    it becomes an orphan, and building its record crashes on the null:
+    'unexpected error' and a traceback instead of a one-line refusal naming
+    the report (severity: bad input not refused cleanly; the row would have
+    been planned as old enough)."""
+    from datetime import datetime, timezone
+
+    from inventory_support import listed_rows, upload_report
+
+    w = _inventory_scene(bucket, sqlite_db, tmp_path)
+    inventory = make_bucket(versioned=False)
+    rows = listed_rows(w.client, w.name)
+    report = upload_report(inventory.client, inventory.name, rows, "Parquet", datetime.now(timezone.utc), tmp_path, files=1)
+    values = ", ".join(
+        f"('{r.bucket}', '{r.key}', '{r.version_id}', {str(r.is_latest).lower()}, false, {r.size}, "
+        + ("NULL" if r.key == "books/orphan-a.webp" else f"make_timestamp({int(r.last_modified.timestamp() * 1_000_000)})::TIMESTAMP_MS")
+        + f", '{r.etag}', 'STANDARD')"
+        for r in rows
+    )
+    _with_parquet_file(
+        report, tmp_path,
+        "SELECT * FROM (VALUES " + values + ") AS t(bucket, key, version_id, is_latest, is_delete_marker, size, "
+        "last_modified_date, e_tag, storage_class)",
+    )
+    result = cli("-c", w.config_path, "plan", "--inventory", report.url)
+    assert not _unexpected(result.output), result.output
+    assert result.code in (1, 3), result.output
+    assert "books/orphan-a.webp" in result.err or "LastModifiedDate" in result.err, result.err
+
+
+def test_inventory_current_object_without_an_etag_is_refused_not_planned_unguarded(
+    bucket: Any, sqlite_db: Any, make_bucket: Any, tmp_path: Path, cli: Any
+) -> None:
+    """A Parquet report whose current object has a null ETag. Every object S3
+    holds has an ETag; the join reads the null as '' and plans the orphan
+    with "etag": "". apply sends DeleteObjects with an ETag condition only
+    when the plan has one, so this orphan would be deleted unguarded: an
+    object overwritten between apply's live check and its request (a new
+    version the application now uses) gets a delete marker (severity: a live
+    object hidden until undo, in a race window; the plan accepts a damaged report)."""
+    from datetime import datetime, timezone
+
+    from inventory_support import listed_rows, upload_report
+
+    w = _inventory_scene(bucket, sqlite_db, tmp_path)
+    inventory = make_bucket(versioned=False)
+    rows = listed_rows(w.client, w.name)
+    report = upload_report(inventory.client, inventory.name, rows, "Parquet", datetime.now(timezone.utc), tmp_path, files=1)
+    values = ", ".join(
+        f"('{r.bucket}', '{r.key}', '{r.version_id}', {str(r.is_latest).lower()}, false, {r.size}, "
+        f"make_timestamp({int(r.last_modified.timestamp() * 1_000_000)})::TIMESTAMP_MS, "
+        + ("NULL" if r.key == "books/orphan-b.webp" else f"'{r.etag}'")
+        + ", 'STANDARD')"
+        for r in rows
+    )
+    _with_parquet_file(
+        report, tmp_path,
+        "SELECT * FROM (VALUES " + values + ") AS t(bucket, key, version_id, is_latest, is_delete_marker, size, "
+        "last_modified_date, e_tag, storage_class)",
+    )
+    out = tmp_path / "plan.json"
+    result = cli("-c", w.config_path, "plan", "--inventory", report.url, "--out", out)
+    assert not _unexpected(result.output), result.output
+    planned = json.loads(out.read_text(encoding="utf-8"))["orphans"] if out.exists() else []
+    assert all(o["etag"] for o in planned), planned  # never an orphan apply would delete without its ETag
+    assert result.code in (1, 3), result.output
+    assert "books/orphan-b.webp" in result.err, result.err
+
+
+def test_the_streamed_reader_judges_like_a_whole_parse_at_every_block_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Differential: plan texts edited in ways that keep or break JSON (CRLF,
+    blank lines, spacing, escapes, a BOM, a trailing comma, a second
+    ``orphans``, a key twice, 01, 1.0), read by the stream (bytes as verify
+    and show read a file, text as apply reads one) with small blocks, so that
+    block ends fall everywhere: each must accept exactly what the whole parse
+    accepts, with the same orphans and summary."""
+    import io
+    import random
+
+    from bmxgc import planstream
+    from bmxgc.errors import PlanFileError
+    from bmxgc.planfile import PLAN, read, render_plan_json
+    from support import make_plan
+
+    keys = ["books/a b", 'books/quote"d', "books/back\\slash", "books/tab\there", "books/é", "books/😀",
+            "books/\u2028sep", "books/x/", "books/},\n{", "books/\x7f"] + [f"books/{i:03d}" for i in range(30)]
+    base = render_plan_json(make_plan(keys, [], safety={"max_deletes": 1000, "max_orphan_ratio": 1.0}))
+
+    def outcome(read_plan: Any) -> tuple[Any, ...]:
+        try:
+            plan = read_plan()
+        except (PlanFileError, UnicodeDecodeError):
+            return ("refused",)
+        return ("ok", [tuple(o) for o in plan.orphans], plan.model_dump(exclude={"orphans"}))
+
+    from collections.abc import Callable
+
+    edits: list[Callable[[str, random.Random], str]] = [
+        lambda t, r: t.replace("\n", "\r\n", r.randint(1, 5)),
+        lambda t, r: t.replace(",\n", ",\n\n", 1),
+        lambda t, r: t.replace('", "', '",  "', r.randint(1, 3)),
+        lambda t, r: t.replace("},\n    {", "}, {", 1),
+        lambda t, r: "},\n  ]".join(t.rsplit("}\n  ]", 1)),  # a comma after the last orphan
+        lambda t, r: t.replace("\n  ]\n}", "\n  ]}\n"),
+        lambda t, r: "\ufeff" + t,
+        lambda t, r: t.replace("    {", "\t{", r.randint(1, 3)),
+        lambda t, r: t.replace("books/0", "books\\/0", r.randint(1, 3)),
+        lambda t, r: t.replace("\u2028", "\\u2028"),
+        lambda t, r: t + ",",
+        lambda t, r: t.replace('  "orphans": [\n', '  "orphans": [\n\n'),
+        lambda t, r: t.replace(',\n  "orphans"', ',\n  "orphans": [],\n  "orphans"'),
+        lambda t, r: t.replace('"key": "books/005"', '"key": "books/005", "key": "books/005"'),
+        lambda t, r: t.replace('"size": 1', '"size": 01', 1),
+        lambda t, r: t.replace('"size": 1', '"size": 1.0', 1),
+        lambda t, r: t.replace('Z"}', 'Z" }', r.randint(1, 4)),
+    ]
+    differ = []
+    for seed in range(600):
+        r = random.Random(seed)
+        monkeypatch.setattr(planstream, "_BLOCK", r.choice([16, 64, 100, 200, 333, 1000]))
+        text = base
+        for _ in range(r.randint(1, 3)):
+            text = r.choice(edits)(text, r)
+        whole = outcome(lambda: read(text, "x", PLAN))
+        data = text.encode("utf-8")
+        for name in ("bytes", "text"):
+            handle = io.BytesIO(data) if name == "bytes" else planstream.TextReader(text)
+            streamed = outcome(lambda: planstream.plan_of(planstream.PlanStream(handle, "x")))
+            if streamed != whole:
+                differ.append(f"seed {seed}, {name}: whole parse {whole[0]}, stream {streamed[0]}")
+    assert differ == [], differ[:5]
