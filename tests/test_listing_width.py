@@ -53,8 +53,10 @@ class InFlight:
 @pytest.fixture
 def wide(bucket: Any, sqlite_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
     # Pages of 10 versions, split after the first: 90 pages for 900 objects.
-    monkeypatch.setitem(s3.list_versions.__kwdefaults__, "page_size", 10)
-    monkeypatch.setitem(s3.list_versions.__kwdefaults__, "sequential_pages", 1)
+    defaults = s3.list_versions.__kwdefaults__
+    assert defaults is not None
+    monkeypatch.setitem(defaults, "page_size", 10)
+    monkeypatch.setitem(defaults, "sequential_pages", 1)
     return build_world(bucket, sqlite_db, tmp_path, live=600, orphans=300, fast=True, safety={"max_orphan_ratio": 1.0})
 
 
