@@ -43,4 +43,5 @@ def _rows(
             # Listing "books/a" also lists "books/a.bak": keep the key itself.
             yield from (row for row in s3.list_versions(client, bucket, key) if row.key == key)
     else:
-        yield from s3.list_versions(client, bucket, prefix, concurrency=concurrency)
+        # Grouped by key by the caller: ranges may come in any order (a key's rows stay in one).
+        yield from s3.list_versions(client, bucket, prefix, concurrency=concurrency, ordered=False)
