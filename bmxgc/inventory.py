@@ -17,12 +17,12 @@ import tempfile
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bmxgc import inventory_sql as sql
 from bmxgc import s3
 from bmxgc.config import Config
 from bmxgc.errors import InventoryError, InventoryRefused
-from bmxgc.inventory_engine import Engine
 from bmxgc.manifest import (
     CHECKSUM,
     EPOCH,
@@ -46,6 +46,9 @@ from bmxgc.planner import (
 )
 from bmxgc.model import Plan
 from bmxgc.references import stream_references
+
+if TYPE_CHECKING:  # DuckDB is loaded only when a plan is made from an inventory (about 35 MiB)
+    from bmxgc.inventory_engine import Engine
 
 Progress = Callable[[int], None]
 OrphanRow = tuple[str, str, str, int, int]
@@ -145,6 +148,8 @@ def plan_from_inventory(
     with tempfile.TemporaryDirectory(prefix="bmxgc-inventory-", dir=parent) as folder:
         work = Path(folder)
         files = download(client, manifest, work)
+        from bmxgc.inventory_engine import Engine  # here: a listing plan never loads DuckDB
+
         with Engine(work, memory_limit=settings.memory_limit, threads=settings.threads) as engine:
             references = stream_references(
                 database_url, config.references, engine.add_references, progress, timeouts=config.database
