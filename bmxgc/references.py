@@ -8,6 +8,7 @@ files are opened with ``mode=ro``. Rows are streamed, never fetched whole.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -168,11 +169,18 @@ def _timed_out(exc: DBAPIError, timeouts: DatabaseSettings) -> str | None:
 def check_connection(url: str, timeouts: DatabaseSettings | None = None) -> None:
     """Connect once and let go: a database that cannot be reached fails here,
     before apply takes the S3 lock, rather than while holding it."""
-    timeouts = timeouts or DatabaseSettings()
+    with _connected(url, timeouts or DatabaseSettings()):
+        pass
+
+
+@contextmanager
+def _connected(url: str, timeouts: DatabaseSettings) -> Iterator[Connection]:
+    """One read-only connection, its engine disposed afterwards; a database
+    error that escapes the caller's handling becomes one ServiceError line."""
     engine = _read_only_engine(url, timeouts)
     try:
-        with engine.connect():
-            pass
+        with engine.connect() as conn:
+            yield conn
     except DBAPIError as exc:
         raise _connection_error(url, exc, timeouts) from None
     finally:
@@ -214,18 +222,12 @@ def read_references(
     timeouts = timeouts or DatabaseSettings()
     sources = list(sources)
     keys = KeySet()
-    engine = _read_only_engine(url, timeouts)
     results: list[SourceResult] = []
-    try:
-        with engine.connect() as conn:
-            for index, source in enumerate(sources):
-                result = SourceResult(name=source.name)
-                keys.add_all(_expanded(_values(conn, source, result, progress, timeouts), source.keys), index, prefix)
-                results.append(result)
-    except DBAPIError as exc:
-        raise _connection_error(url, exc, timeouts) from None
-    finally:
-        engine.dispose()
+    with _connected(url, timeouts) as conn:
+        for index, source in enumerate(sources):
+            result = SourceResult(name=source.name)
+            keys.add_all(_expanded(_values(conn, source, result, progress, timeouts), source.keys), index, prefix)
+            results.append(result)
     return References(
         sources=results, key_set=keys.freeze(), prefix=prefix, reread=lambda: _read_again(url, sources, timeouts)
     )
@@ -246,25 +248,19 @@ def stream_references(
     in batches of at most ``STREAM_ROWS`` keys and are not kept: the result
     holds each source's counts, with no keys (``plan --inventory``)."""
     timeouts = timeouts or DatabaseSettings()
-    engine = _read_only_engine(url, timeouts)
     results: list[SourceResult] = []
-    try:
-        with engine.connect() as conn:
-            for source in sources:
-                result = SourceResult(name=source.name)
-                batch: list[str] = []
-                for key in _expanded(_values(conn, source, result, progress, timeouts), source.keys):
-                    batch.append(key)
-                    if len(batch) >= STREAM_ROWS:
-                        sink(source.name, batch)
-                        batch = []
-                if batch:
+    with _connected(url, timeouts) as conn:
+        for source in sources:
+            result = SourceResult(name=source.name)
+            batch: list[str] = []
+            for key in _expanded(_values(conn, source, result, progress, timeouts), source.keys):
+                batch.append(key)
+                if len(batch) >= STREAM_ROWS:
                     sink(source.name, batch)
-                results.append(result)
-    except DBAPIError as exc:
-        raise _connection_error(url, exc, timeouts) from None
-    finally:
-        engine.dispose()
+                    batch = []
+            if batch:
+                sink(source.name, batch)
+            results.append(result)
     return References(sources=results)
 
 
@@ -282,16 +278,10 @@ def _expanded(values: Iterable[str], templates: Sequence[str]) -> Iterator[str]:
 
 def _read_again(url: str, sources: Sequence[ReferenceSource], timeouts: DatabaseSettings) -> Iterator[tuple[int, str]]:
     """Every (source index, key), the queries run again and streamed."""
-    engine = _read_only_engine(url, timeouts)
-    try:
-        with engine.connect() as conn:
-            for index, source in enumerate(sources):
-                for key in _expanded(_values(conn, source, SourceResult(name=source.name), None, timeouts), source.keys):
-                    yield index, key
-    except DBAPIError as exc:
-        raise _connection_error(url, exc, timeouts) from None
-    finally:
-        engine.dispose()
+    with _connected(url, timeouts) as conn:
+        for index, source in enumerate(sources):
+            for key in _expanded(_values(conn, source, SourceResult(name=source.name), None, timeouts), source.keys):
+                yield index, key
 
 
 def _values(
