@@ -11,7 +11,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -107,12 +107,13 @@ Count = Annotated[int, Field(ge=0)]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
-@dataclass(frozen=True, slots=True)
-class VersionEntry:
+class VersionEntry(NamedTuple):
     """One row of ListObjectVersions: an object version or a delete marker.
 
-    A plain dataclass, not a pydantic model: a listing makes one per version,
-    and only orphans become ``ObjectVersion`` records in the plan.
+    A named tuple, not a pydantic model or a dataclass: a listing makes one
+    per version (a million for a million objects), and a tuple is made in a
+    third of a frozen dataclass's time. Only orphans become ``ObjectVersion``
+    records in the plan.
     """
 
     key: str

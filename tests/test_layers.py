@@ -28,6 +28,7 @@ PURE = [
     "bmxgc.render",
     "bmxgc.manifest",
     "bmxgc.inventory_sql",
+    "bmxgc.listing_xml",
 ]
 EFFECTFUL = ("boto3", "botocore", "sqlalchemy", "duckdb")
 
