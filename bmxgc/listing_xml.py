@@ -81,8 +81,9 @@ _NOT_A_FIELD = r"(?!(?:" + "|".join(_FIELDS) + r")/?>)"
 
 def _field(name: str, group: int) -> str:
     # Group ``group`` captures the field; a second one in the same row fails the
-    # row ((?(n)...)): ElementTree's findtext would give the first, not the last.
-    return rf"(?({group})(?!)|<{name}>({_TEXT})</{name}>)"
+    # row ((?(n)(?!))): ElementTree's findtext would give the first, not the last.
+    # The tag comes first: the condition is tested only on a tag that matched.
+    return rf"<{name}>(?({group})(?!))({_TEXT})</{name}>"
 
 
 _ROW = (  # groups 1 (the row's kind) to 10
@@ -126,6 +127,14 @@ def _plain_text(body: bytes, text: str) -> bool:
     return (b"]" not in left or b"]]>" not in body) and (
         body.isascii() or ("\ufffe" not in text and "\uffff" not in text)
     )
+
+
+def _etag(text: str) -> str:
+    """An ETag as botocore gives it, quotes stripped (S3 writes &quot;...&quot;)."""
+    if "&" in text:
+        quoted = text.replace("&quot;", '"')
+        text = quoted if "&" not in quoted else _unescape(text)
+    return text.strip('"')
 
 
 def _unescape(value: str) -> str:
@@ -182,7 +191,7 @@ def read_subset(body: bytes, parse_time: ParseTime) -> Listing | None:
             versions.append(
                 _new(
                     VersionEntry,
-                    (key, vid or "null", latest == "true", False, when, (_unescape(etag) if "&" in etag else etag).strip('"'), int(size or 0)),
+                    (key, vid or "null", latest == "true", False, when, _etag(etag), int(size or 0)),
                 )
             )
     return _listing(versions + markers, top)
