@@ -8,7 +8,7 @@ import re
 import socket
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal, NamedTuple
@@ -622,6 +622,29 @@ class KeySet:
             at += 1
         return -1
 
+    def indexes(self, keys: Iterable[str]) -> list[int]:
+        """``index`` of each key (a listing's page at a time: one call, not one per key)."""
+        first, second, his, los, starts = self._first, self._second, self._hi, self._lo, self._starts
+        half = _SLICES // 2
+        found = []
+        for key in keys:
+            hi = first(key)
+            top = (hi >> 48) + half
+            end = starts[top + 1]
+            at = bisect_left(his, hi, starts[top], end)
+            if at < end and his[at] == hi:
+                lo = second(key)
+                while at < end and his[at] == hi:
+                    if los[at] == lo:
+                        break
+                    at += 1
+                else:
+                    at = -1
+            else:
+                at = -1
+            found.append(at)
+        return found
+
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.index(key) >= 0
 
@@ -644,17 +667,31 @@ class FoundKeys:
     def __init__(self, keys: KeySet) -> None:
         self.keys = keys
         self.flags = bytearray(len(keys))
-        self.count = 0  # distinct referenced keys found
+
+    @property
+    def count(self) -> int:
+        """Distinct referenced keys found."""
+        return self.flags.count(1)
 
     def observe(self, key: str) -> bool:
         """Whether ``key`` is referenced; remember it was found."""
         at = self.keys.index(key)
         if at < 0:
             return False
-        if not self.flags[at]:
-            self.flags[at] = 1
-            self.count += 1
+        self.flags[at] = 1
         return True
+
+    def observe_all(self, keys: Sequence[str]) -> list[bool]:
+        """``observe`` of each key, in one call."""
+        flags = self.flags
+        referenced = []
+        for at in self.keys.indexes(keys):
+            if at >= 0:
+                flags[at] = 1
+                referenced.append(True)
+            else:
+                referenced.append(False)
+        return referenced
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):

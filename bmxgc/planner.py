@@ -12,7 +12,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from operator import attrgetter
+from itertools import filterfalse, islice
+from operator import attrgetter, methodcaller
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from bmxgc import __version__
@@ -134,26 +135,28 @@ def build_plan(
     folder = context.prefix if context.prefix.endswith("/") else context.prefix + "/"
     beyond = 0
     beyond_sample: list[str] = []
-    for obj in listing:
-        versions += 1
-        if not obj.is_latest or obj.is_delete_marker:
-            continue
-        scanned += 1
-        bytes_scanned += obj.size
-        if obj.key in misread:
-            misread_existing.append(obj.key)
-        if not obj.key.startswith(folder):
+    for rows in _pages(listing):
+        versions += len(rows)
+        current = [obj for obj in rows if obj.is_latest and not obj.is_delete_marker]
+        scanned += len(current)
+        bytes_scanned += sum(map(_size_of, current))
+        keys = list(map(_key_of, current))
+        if misread:
+            misread_existing.extend(key for key in keys if key in misread)
+        for key in filterfalse(methodcaller("startswith", folder), keys):
             beyond += 1
-            if len(beyond_sample) < BEYOND_SAMPLE or obj.key < beyond_sample[-1]:
-                beyond_sample = sorted([*beyond_sample, obj.key])[:BEYOND_SAMPLE]  # the first, in any listing order
-        if referenced.observe(obj.key):
-            pass  # referenced: kept (a digest collision can only ever keep an object)
-        elif matches_protect(obj.key, safety.protect):
-            skipped_protected += 1
-        elif obj.last_modified > young_cutoff:
-            skipped_young += 1
-        else:
-            orphans.append(obj.as_object())
+            if len(beyond_sample) < BEYOND_SAMPLE or key < beyond_sample[-1]:
+                beyond_sample = sorted([*beyond_sample, key])[:BEYOND_SAMPLE]  # the first, in any listing order
+        # Referenced: kept (a digest collision can only ever keep an object).
+        for obj, kept in zip(current, referenced.observe_all(keys)):
+            if kept:
+                continue
+            if matches_protect(obj.key, safety.protect):
+                skipped_protected += 1
+            elif obj.last_modified > young_cutoff:
+                skipped_young += 1
+            else:
+                orphans.append(obj.as_object())
     # S3's own order: UTF-8 bytes, which is code point order (keys come from
     # UTF-8, so no surrogates). The listing may come in any order (ranges in
     # parallel): sorted here, without a byte string per orphan.
@@ -279,6 +282,15 @@ def assemble_plan(
 
 BEYOND_SAMPLE = 3
 _key_of = attrgetter("key")
+_size_of = attrgetter("size")
+PAGE = 1000  # rows judged together: S3's page
+
+
+def _pages(listing: Iterable[VersionEntry]) -> Iterator[list[VersionEntry]]:
+    """The listing's rows in lists of ``PAGE`` (the last one shorter)."""
+    rows = iter(listing)
+    while page := list(islice(rows, PAGE)):
+        yield page
 
 
 def _most_serious_first(warnings: list[str], extra: list[str]) -> list[str]:
