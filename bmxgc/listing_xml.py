@@ -64,7 +64,9 @@ def parse_listing(body: bytes, parse_time: ParseTime) -> Listing | None:
     and the next key marker URL-decoded (``unquote_plus``, as botocore does)
     when the answer says ``<EncodingType>url</EncodingType>``; a missing
     ``VersionId`` is the ``null`` version; ``IsLatest`` and ``IsTruncated``
-    true only for ``true``. ``parse_time`` reads ``LastModified``.
+    true only for ``true``. ``LastModified`` is read as ``s3.parse_timestamp``
+    reads it: ``datetime.fromisoformat`` when that gives a time with a zone
+    (S3's form), else ``parse_time``.
     """
     listing = read_subset(body, parse_time)
     return listing if listing is not None else _read_tree(body, parse_time)
@@ -164,6 +166,7 @@ def read_subset(body: bytes, parse_time: ParseTime) -> Listing | None:
     versions: list[VersionEntry] = []
     markers: list[VersionEntry] = []
     top: dict[str, str] = {}
+    incomplete = False  # a row without Key or LastModified: an error, once the whole body is known to be the subset
     for item in _ITEM.findall(text, head.end(), end):
         kind, key, vid, latest, modified, etag, size = item[:7]
         if not kind:
@@ -173,7 +176,8 @@ def read_subset(body: bytes, parse_time: ParseTime) -> Listing | None:
             top[item[_NAME]] = _unescape(value)
             continue
         if not key or not modified:
-            raise _missing_field()
+            incomplete = True
+            continue
         if "&" in key:
             key = _unescape(key)
         if "&" in vid:
@@ -194,12 +198,23 @@ def read_subset(body: bytes, parse_time: ParseTime) -> Listing | None:
                     (key, vid or "null", latest == "true", False, when, _etag(etag), int(size or 0)),
                 )
             )
+    if incomplete:
+        raise _missing_field()
     return _listing(versions + markers, top)
 
 
 _from_iso = datetime.fromisoformat
 _NO_ZONE = datetime(1970, 1, 1)
 _new = tuple.__new__
+
+
+def _time(text: str, parse_time: ParseTime) -> datetime:
+    """``text`` by ``datetime.fromisoformat`` if that gives a zone, else by ``parse_time``."""
+    try:
+        when = _from_iso(text)
+    except ValueError:
+        return parse_time(text)
+    return when if when.tzinfo is not None else parse_time(text)
 
 
 def _missing_field() -> ServiceError:
@@ -275,12 +290,12 @@ def _read_tree(body: bytes, parse_time: ParseTime) -> Listing | None:
             if not key or not modified:
                 raise _missing_field()
             if is_marker:
-                rows.append(VersionEntry(key, field(id_tag) or "null", field(latest_tag) == "true", True, parse_time(modified)))
+                rows.append(VersionEntry(key, field(id_tag) or "null", field(latest_tag) == "true", True, _time(modified, parse_time)))
             else:
                 rows.append(
                     VersionEntry(
                         key, field(id_tag) or "null", field(latest_tag) == "true", False,
-                        parse_time(modified), (field(etag_tag) or "").strip('"'), int(field(size_tag) or 0),
+                        _time(modified, parse_time), (field(etag_tag) or "").strip('"'), int(field(size_tag) or 0),
                     )
                 )
     return _listing(rows, top)

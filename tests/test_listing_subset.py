@@ -221,3 +221,13 @@ def test_the_servers_pages_take_the_fast_read(bucket: Bucket) -> None:
         assert fast is not None, body[:300]
         assert (fast.rows, fast.truncated, fast.next_key, fast.next_version_id)[0] == _botocore_rows(body)[0]
     assert len(listing_xml.read_subset(bodies[1], s3.parse_timestamp).rows) == 11  # type: ignore[union-attr]
+
+
+def test_a_row_without_a_key_in_a_body_that_is_not_xml_is_left_to_botocore() -> None:
+    """The fast read judges a row without a Key only once the whole body is
+    known to be the subset: a malformed body is botocore's to judge (and retry)."""
+    body = BODIES["s3_url_encoded"].decode().replace("<Key>books/a+b.webp</Key>", "<Key></Key>", 1)
+    with pytest.raises(ServiceError, match="no Key or no LastModified"):
+        listing_xml.parse_listing(body.encode(), s3.parse_timestamp)
+    malformed = body.replace("<Name>b</Name>", "<Name>b</Nam>", 1).encode()
+    assert listing_xml.parse_listing(malformed, s3.parse_timestamp) is None
