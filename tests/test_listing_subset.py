@@ -229,5 +229,6 @@ def test_a_row_without_a_key_in_a_body_that_is_not_xml_is_left_to_botocore() -> 
     body = BODIES["s3_url_encoded"].decode().replace("<Key>books/a+b.webp</Key>", "<Key></Key>", 1)
     with pytest.raises(ServiceError, match="no Key or no LastModified"):
         listing_xml.parse_listing(body.encode(), s3.parse_timestamp)
-    malformed = body.replace("<Name>b</Name>", "<Name>b</Nam>", 1).encode()
+    cut = body.rindex("</DeleteMarker>")  # after the row without a Key
+    malformed = (body[:cut] + "<Junk>x</Jun>" + body[cut:]).encode()
     assert listing_xml.parse_listing(malformed, s3.parse_timestamp) is None
