@@ -16,7 +16,8 @@ on thousands of generated bodies).
 
 The subset: an optional ``<?xml version=... encoding="UTF-8"?>``, the root
 ``<ListVersionsResult>`` with at most an ``xmlns`` attribute, then, between
-XML whitespace, top-level elements holding text only (or empty, ``<KeyMarker/>``),
+XML whitespace, top-level elements holding text only (or empty, ``<KeyMarker/>``
+or ``<KeyMarker />``),
 and ``Version`` and ``DeleteMarker`` elements whose children hold text only
 or, one level deeper, elements holding text only (``Owner``, ``RestoreStatus``);
 the six fields bmxgc reads are written once, never as ``<Field/>``. Text
@@ -78,7 +79,7 @@ _WS = r"[ \t\n]*"
 # whole body at once (``_plain_text``), not character by character here.
 _TEXT = r"[^<]*"
 _TAG = r"[A-Za-z_][A-Za-z0-9_.-]*"  # an element's name: ASCII, no namespace prefix
-_NOT_A_FIELD = r"(?!(?:" + "|".join(_FIELDS) + r")/?>)"
+_NOT_A_FIELD = r"(?!(?:" + "|".join(_FIELDS) + r")" + _WS + r"/?>)"
 
 
 def _field(name: str, group: int) -> str:
@@ -91,14 +92,14 @@ def _field(name: str, group: int) -> str:
 _ROW = (  # groups 1 (the row's kind) to 10
     r"<(Version|DeleteMarker)>(?:" + _WS + r"(?:"
     + "|".join(_field(name, group) for group, name in enumerate(_FIELDS, start=2))
-    + r"|<" + _NOT_A_FIELD + r"(?P<leaf>" + _TAG + r")(?:/>|>" + _TEXT + r"</(?P=leaf)>)"
+    + r"|<" + _NOT_A_FIELD + r"(?P<leaf>" + _TAG + r")(?:" + _WS + r"/>|>" + _TEXT + r"</(?P=leaf)>)"
     r"|<" + _NOT_A_FIELD + r"(?P<outer>" + _TAG + r")>(?:" + _WS
-    + r"<" + _NOT_A_FIELD + r"(?P<inner>" + _TAG + r")(?:/>|>" + _TEXT + r"</(?P=inner)>))*" + _WS + r"</(?P=outer)>"
+    + r"<" + _NOT_A_FIELD + r"(?P<inner>" + _TAG + r")(?:" + _WS + r"/>|>" + _TEXT + r"</(?P=inner)>))*" + _WS + r"</(?P=outer)>"
     r"))*" + _WS + r"</\1>"
 )
 # One top-level item: a row, a field of the result, or anything else (then not the subset).
 _ITEM = re.compile(
-    _WS + r"(?:" + _ROW + r"|<(?!(?:Version|DeleteMarker)/?>)(?P<name>" + _TAG + r")(?:/>|>(?P<value>" + _TEXT
+    _WS + r"(?:" + _ROW + r"|<(?!(?:Version|DeleteMarker)" + _WS + r"/?>)(?P<name>" + _TAG + r")(?:" + _WS + r"/>|>(?P<value>" + _TEXT
     + r")</(?P=name)>)|(?P<other>[\s\S]))"
 )
 _HEAD = re.compile(

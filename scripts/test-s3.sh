@@ -34,6 +34,7 @@ S3_TESTS=(
     tests/test_undo_verified.py
     tests/test_server_differences.py
     tests/test_listing_xml.py
+    tests/test_listing_subset.py
     tests/test_parallel_listing.py
     tests/test_inventory.py
 )

@@ -66,7 +66,7 @@ def _escaped(value: str, rng: random.Random) -> str:
 
 def _element(tag: str, text: str, rng: random.Random) -> str:
     if text == "" and rng.random() < 0.3:
-        return f"<{tag}/>"
+        return rng.choice([f"<{tag}/>", f"<{tag} />"])
     return f"<{tag}>{text}</{tag}>"
 
 
@@ -95,6 +95,8 @@ def _row(rng: random.Random, url: bool) -> str:
         fields.pop(rng.randrange(len(fields)))  # a field left out
     if rng.random() < 0.05:
         fields.append(rng.choice(fields))  # a field written twice
+    if rng.random() < 0.03:
+        fields.insert(0, (rng.choice(fields)[0], ""))  # a field written empty first
     extra = [("StorageClass", "STANDARD"), ("ChecksumAlgorithm", "CRC32")] if rng.random() < 0.5 else []
     parts = [_element(tag, text, rng) for tag, text in fields + extra]
     if rng.random() < 0.7:
@@ -120,6 +122,8 @@ def _body(rng: random.Random) -> bytes:
         top.append(_element("NextKeyMarker", _escaped(_key(rng, url), rng), rng))
         top.append(_element("NextVersionIdMarker", rng.choice(["v1", "a&quot;b"]), rng))
     rows = [_row(rng, url) for _ in range(rng.randint(0, 5))]
+    if rng.random() < 0.02:
+        rows.append(rng.choice(["<Version />", "<DeleteMarker/>", "<Version>text</Version>"]))
     items = top + rows
     if rng.random() < 0.3:
         rng.shuffle(items)
@@ -182,6 +186,7 @@ def test_s3_shaped_pages_take_the_fast_read_and_others_do_not() -> None:
     [
         ("<Key>books/a+b.webp</Key>", "<Key>books/a+b.webp</Key><Key>books/other</Key>"),  # a field twice
         ("<VersionId>v1</VersionId>", "<VersionId/>"),  # self-closing
+        ("<Key>books/a+b.webp</Key>", "<Key /><Key>books/a+b.webp</Key>"),
         ("<Key>books/a+b.webp</Key>", "<Key>books/a+b&#38;c</Key>"),  # a character reference
         ("<Key>books/a+b.webp</Key>", "<Key>books/a+b&amp</Key>"),  # an ampersand that is no entity
         ("<Key>books/a+b.webp</Key>", "<Key><![CDATA[books/x]]></Key>"),
