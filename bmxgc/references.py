@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 import sqlite3
+from itertools import islice
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from bmxgc.errors import ConfigError, ReferenceQueryError, ServiceError
 from bmxgc.model import KeySet, References, SourceResult
 
 STREAM_ROWS = 5000
+_NONE = type(None)
 # Query-string parameters that carry secrets in libpq and SQLAlchemy URLs.
 _SECRET_PARAMS = ("password", "sslpassword", "passfile")
 
@@ -226,7 +228,8 @@ def read_references(
     with _connected(url, timeouts) as conn:
         for index, source in enumerate(sources):
             result = SourceResult(name=source.name)
-            keys.add_all(_expanded(_values(conn, source, result, progress, timeouts), source.keys), index, prefix)
+            for batch in _value_batches(conn, source, result, progress, timeouts):
+                keys.add_all(_expanded_batch(batch, source.keys), index, prefix)
             results.append(result)
     return References(
         sources=results, key_set=keys.freeze(), prefix=prefix, reread=lambda: _read_again(url, sources, timeouts)
@@ -276,6 +279,15 @@ def _expanded(values: Iterable[str], templates: Sequence[str]) -> Iterator[str]:
         yield from expand(value, templates)
 
 
+def _expanded_batch(values: list[str], templates: Sequence[str]) -> list[str]:
+    """``_expanded`` of a list of values, as a list."""
+    if len(templates) == 1:
+        head, _, tail = templates[0].partition("{value}")
+        if "{value}" not in tail:
+            return [head + value + tail for value in values]
+    return [key for value in values for key in expand(value, templates)]
+
+
 def _read_again(url: str, sources: Sequence[ReferenceSource], timeouts: DatabaseSettings) -> Iterator[tuple[int, str]]:
     """Every (source index, key), the queries run again and streamed."""
     with _connected(url, timeouts) as conn:
@@ -288,6 +300,14 @@ def _values(
     conn: Connection, source: ReferenceSource, result: SourceResult, progress: Progress | None, timeouts: DatabaseSettings
 ) -> Iterator[str]:
     """The source's values, streamed; NULL and empty ones counted in ``result``, not given."""
+    for batch in _value_batches(conn, source, result, progress, timeouts):
+        yield from batch
+
+
+def _value_batches(
+    conn: Connection, source: ReferenceSource, result: SourceResult, progress: Progress | None, timeouts: DatabaseSettings
+) -> Iterator[list[str]]:
+    """``_values`` in lists of up to ``STREAM_ROWS`` (checked and counted a list at a time)."""
     try:
         with conn.begin():
             rows = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(
@@ -298,21 +318,19 @@ def _values(
                     f"references '{source.name}': the query returns {len(rows.keys())} columns; "
                     "it must return exactly one text column"
                 )
-            for (value,) in rows:
-                result.rows += 1
-                if value is None:
-                    result.skipped_null += 1
-                    continue
-                if not isinstance(value, str):
+            while batch := [value for (value,) in islice(rows, STREAM_ROWS)]:
+                result.rows += len(batch)
+                if any(kind is not _NONE and not issubclass(kind, str) for kind in set(map(type, batch))):
+                    value = next(v for v in batch if v is not None and not isinstance(v, str))
                     raise ReferenceQueryError(
                         f"references '{source.name}': the query returned a value of type {type(value).__name__} "
                         f"({value!r}); it must return text: cast the column, e.g. col::text"
                     )
-                if value == "":
-                    result.skipped_empty += 1
-                    continue
-                yield value
-                if progress is not None and result.rows % STREAM_ROWS == 0:
+                nulls, empties = batch.count(None), batch.count("")
+                result.skipped_null += nulls
+                result.skipped_empty += empties
+                yield [value for value in batch if value] if nulls or empties else batch
+                if progress is not None:
                     progress(result.rows)
     except DBAPIError as exc:
         timed_out = _timed_out(exc, timeouts)
