@@ -39,10 +39,11 @@ in; concurrent requests wait concurrently, as on S3) and, with
 
 Its own cost matters: it runs on the same (two) cores as the client it
 measures, and S3's servers do not, so its CPU is taken from the client.
-A ListObjectVersions page of 1,000 generated rows costs about 1.1 ms of CPU
-(1.5 ms with a delete marker on every tenth object, as after an apply),
-measured over HTTP with ``cpu_seconds``; it was about 6 ms, 6 s of a
-million-object listing against the client's 9 to 10 s for the whole plan.
+A ListObjectVersions page of 1,000 generated rows costs about 1.1 to 1.4 ms
+of CPU (1.5 to 1.9 ms with a delete marker on every tenth object, as after
+an apply), measured over HTTP with ``cpu_seconds``, of which rendering is
+0.65 ms (0.8); it was about 6 ms, 6 s of a million-object listing against
+the client's 9 to 10 s for the whole plan.
 ``Bucket.versions_page`` renders generated rows a thousand at a time
 (``generated_rows``); ``list_versions`` and ``versions_xml`` build the same
 bytes one ``Version`` at a time, the reference ``check_pages.py`` compares
