@@ -15,7 +15,10 @@ functions with a client counting every request by operation), and compares:
   1,000 and in pages of 7 (which ends pages inside a key's versions, so
   ``KeyMarker``/``VersionIdMarker`` are exercised);
 - then, against the endpoint only, a plan with SlowDown answered to 30% of
-  requests: the same orphans, and the extra attempts are botocore's retries.
+  requests: the same orphans, and the extra attempts are botocore's retries;
+- and, in this process, ``check_pages.py --quick``: the endpoint's fast
+  ListObjectVersions pages against its one-Version-at-a-time reference (the
+  listing compared with moto above), byte for byte.
 
 Exit 0 only if everything matches. Version ids, ETags and dates differ by
 design and are not compared.
@@ -39,6 +42,7 @@ sys.path.insert(0, str(HERE))
 from bench_plan import Measurement, measured  # noqa: E402
 from s3_endpoint import BUCKET, PREFIX, book_key  # noqa: E402
 from bench_scale import Endpoint, make_database  # noqa: E402
+import check_pages  # noqa: E402
 
 REGION = "us-east-1"
 
@@ -199,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             if not same or m.attempts <= sum(m.calls.values()):
                 problems.append("slowdown")
+
+            print("\nThe endpoint's fast pages against its reference (check_pages.py --quick):")
+            if check_pages.main(["--quick"]) != 0:
+                problems.append("pages")
     finally:
         ours.stop()
         moto.terminate()
