@@ -132,14 +132,6 @@ def _plain_text(body: bytes, text: str) -> bool:
     )
 
 
-def _etag(text: str) -> str:
-    """An ETag as botocore gives it, quotes stripped (S3 writes &quot;...&quot;)."""
-    if "&" in text:
-        quoted = text.replace("&quot;", '"')
-        text = quoted if "&" not in quoted else _unescape(text)
-    return text.strip('"')
-
-
 def _unescape(value: str) -> str:
     """Text with XML's predefined entities resolved ('&amp;' last: '&amp;lt;' is '&lt;')."""
     if "&" not in value:
@@ -192,13 +184,13 @@ def read_subset(body: bytes, parse_time: ParseTime) -> Listing | None:
         # tuple.__new__: a VersionEntry without the call of its generated __new__.
         if kind == "DeleteMarker":
             markers.append(_new(VersionEntry, (key, vid or "null", latest == "true", True, when, "", 0)))
-        else:
-            versions.append(
-                _new(
-                    VersionEntry,
-                    (key, vid or "null", latest == "true", False, when, _etag(etag), int(size or 0)),
-                )
-            )
+            continue
+        if "&" in etag:  # S3 writes &quot;...&quot;; any other entity: the general way
+            quoted = etag.replace("&quot;", '"')
+            etag = quoted if "&" not in quoted else _unescape(etag)
+        versions.append(
+            _new(VersionEntry, (key, vid or "null", latest == "true", False, when, etag.strip('"'), int(size or 0)))
+        )
     if incomplete:
         raise _missing_field()
     return _listing(versions + markers, top)
