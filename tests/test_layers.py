@@ -29,6 +29,7 @@ PURE = [
     "bmxgc.manifest",
     "bmxgc.inventory_sql",
     "bmxgc.listing_xml",
+    "bmxgc.overlap",
 ]
 EFFECTFUL = ("boto3", "botocore", "sqlalchemy", "duckdb")
 

@@ -18,9 +18,14 @@ from bmxgc.gates import baseline_of, offline_refusal
 from bmxgc.receipt import last_applied_plan
 from bmxgc.planner import Previous, ScanContext, build_plan, with_cross_check
 from bmxgc.naming import is_plan_name
+from bmxgc.overlap import read_while_listing
 from bmxgc.references import cross_check as references_cross_check
 from bmxgc.references import read_references, redact_url
 from bmxgc.store import Store, create_once, is_s3_url, open_location, plans_store
+
+# The rows a plan takes from the listing while it reads the references: the
+# listing's first pages, listed on one connection (s3.SEQUENTIAL_PAGES), about 5 MiB.
+EARLY_ROWS = s3.SEQUENTIAL_PAGES * s3.MAX_KEYS_PER_REQUEST
 
 # progress(stage, count): "listing" counts versions listed, "querying" rows read.
 Progress = Callable[[str, int], None]
@@ -40,10 +45,12 @@ def plan(
 ) -> PlanResult:
     """Scan ``config``'s prefix and write a plan of its orphans.
 
-    The references are read first so that the listing streams through the
-    planner without being held in memory. A row committed after that read
-    for an object older than ``min_age`` is the one race left; apply reads
-    the references again just before it deletes.
+    The references are read (on a thread, while the listing's first pages come
+    in, at most ``EARLY_ROWS`` rows held) before any listed row is judged, so
+    that the rest of the listing streams through the planner without being
+    held in memory. A row committed after that read for an object older than
+    ``min_age`` is the one race left; apply reads the references again just
+    before it deletes.
     """
     if out is not None:
         check_out_outside_prefix(str(out), config)
@@ -56,10 +63,7 @@ def plan(
         manifest = find_manifest(client, inventory, config.s3.bucket)
         references = None
     else:
-        references = read_references(
-            database_url, config.references, progress=_stage(progress, "querying"), timeouts=config.database,
-            prefix=config.s3.prefix,
-        )
+        references = None
         client = s3.client_for(config.s3, client)
     bucket, prefix = config.s3.bucket, config.s3.prefix
     versioning = s3.versioning_status(client, bucket)
@@ -73,22 +77,26 @@ def plan(
         undo_window_days=undo_days,
         previous=previous_plan(store, bucket, prefix),
     )
-    if references is None:
+    if inventory is not None:
         result = plan_from_inventory(
             config, manifest, client, database_url, context, now or utc_now(), _stage(progress, "querying")
         )
     else:
-        result = build_plan(
-            s3.list_versions(
-                client, bucket, prefix, _stage(progress, "listing"), concurrency=config.s3.list_concurrency,
-                ordered=False,  # the planner sorts what it keeps
-            ),
-            references,
-            config.references,
-            config.safety,
-            context,
-            now or utc_now(),
+        listing = s3.list_versions(
+            client, bucket, prefix, _stage(progress, "listing"), concurrency=config.s3.list_concurrency,
+            ordered=False,  # the planner sorts what it keeps
         )
+        # The references are read while the listing's first pages (round trips on
+        # one connection) come in; no row is judged before they are all read.
+        references, rows = read_while_listing(
+            lambda: read_references(
+                database_url, config.references, progress=_stage(progress, "querying"), timeouts=config.database,
+                prefix=prefix,
+            ),
+            listing,
+            EARLY_ROWS,
+        )
+        result = build_plan(rows, references, config.references, config.safety, context, now or utc_now())
     if cross_check or cross_check_tables:
         found = references_cross_check(
             database_url,
