@@ -97,11 +97,12 @@ def _row(rng: random.Random, url: bool) -> str:
         fields.append(rng.choice(fields))  # a field written twice
     if rng.random() < 0.03:
         fields.insert(0, (rng.choice(fields)[0], ""))  # a field written empty first
-    extra = [("StorageClass", "STANDARD"), ("ChecksumAlgorithm", "CRC32")] if rng.random() < 0.5 else []
+    extra = rng.choice([[], [("StorageClass", "STANDARD")], [("StorageClass", "STANDARD"), ("ChecksumAlgorithm", "CRC32")]])
     parts = [_element(tag, text, rng) for tag, text in fields + extra]
     if rng.random() < 0.7:
         owner = "<Owner><ID>abc</ID><DisplayName>me</DisplayName></Owner>"
-        parts.insert(rng.randrange(len(parts) + 1), owner if rng.random() < 0.9 else "<Owner><Key>x</Key></Owner>")
+        at = rng.choice([0, len(parts), rng.randrange(len(parts) + 1)])  # S3 writes it first or last
+        parts.insert(at, owner if rng.random() < 0.9 else "<Owner><Key>x</Key></Owner>")
     if rng.random() < 0.3:
         rng.shuffle(parts)
     tag = "DeleteMarker" if marker else "Version"
@@ -138,24 +139,28 @@ def _body(rng: random.Random) -> bytes:
 
 def test_the_fast_read_gives_what_elementtree_gives_or_declines() -> None:
     rng = random.Random(11)
-    taken = declined = 0
-    for _ in range(4000):
+    taken = declined = s3_layout = 0
+    for _ in range(6000):
         body = _body(rng)
         fast = _outcome(listing_xml.read_subset, body)
         if fast == ("listing", None):
             declined += 1
             continue
         taken += 1
+        text = body.decode()
+        s3_layout += not any(item[-1] for item in listing_xml._S3_ITEM.findall(text, text.index(">", text.index("<ListVersionsResult")) + 1, text.rindex("</ListVersionsResult>")))
         assert fast == _outcome(listing_xml._read_tree, body), body
         assert _outcome(listing_xml.parse_listing, body) == fast, body
-    # Both kinds are exercised: the subset is neither everything nor nothing.
-    assert taken > 800 and declined > 800, (taken, declined)
+    # Both kinds are exercised: the subset is neither everything nor nothing,
+    # and both of its expressions (S3's row layout, and any order) are used.
+    assert taken > 1000 and declined > 1000, (taken, declined)
+    assert 100 < s3_layout < taken - 100, (s3_layout, taken)
 
 
 def test_the_fast_read_gives_what_botocore_gives() -> None:
     rng = random.Random(12)
     compared = 0
-    for _ in range(1500):
+    for _ in range(2500):
         body = _body(rng)
         try:
             fast = listing_xml.read_subset(body, s3.parse_timestamp)
