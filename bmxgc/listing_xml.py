@@ -8,8 +8,7 @@ the whole of it is in that subset (below), where what the expression captures
 is exactly what an XML parser gives; any other body (comments, CDATA, an
 entity other than XML's five, a character reference, an attribute below the
 root, a namespace prefix, a field written twice or as ``<Key/>``, CR, another
-encoding) is
-read by ElementTree (``_read_tree``), as before. Either way the result is
+encoding) is read by ElementTree (``_read_tree``), as before. Either way the result is
 botocore's, field for field (``tests/test_listing_xml.py`` holds both to
 botocore's parser; ``tests/test_listing_subset.py`` holds them to each other
 on thousands of generated bodies).
