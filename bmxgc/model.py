@@ -7,7 +7,7 @@ import os
 import re
 import socket
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -526,13 +526,12 @@ class UndoRecord(_Record):
 # not (two keys sharing both digests), never the reverse: a collision keeps an
 # object, it never deletes one. docs/performance.md has the whole argument.
 
-# While keys are added, their digests go to 256 buckets by the first digest's top
-# byte, each sorted on its own at ``freeze`` (no transient list of them all);
-# the sorted buckets, one after the other, are then all the digests in order,
-# held in three flat arrays. A table of where each value of the first digest's
-# top 16 bits starts bounds a lookup's binary search to a few entries.
+# The digests are held in 256 buckets of arrays by the first digest's top byte,
+# each sorted on its own at ``freeze`` (no transient list, nor copy, of them
+# all). A table of where each value of the next byte starts in its bucket
+# bounds a lookup's binary search to a few entries.
 _BUCKETS = 256
-_SLICES = 1 << 16
+_SLICE = 257  # a bucket's slice starts: 256, and its end
 
 
 def second_digest(key: str) -> int:
@@ -559,23 +558,23 @@ class KeySet:
 
     def __init__(self, digests: Digests = KEY_DIGESTS) -> None:
         self._first, self._second = digests
-        self._hi_buckets = [array("q") for _ in range(_BUCKETS)]
-        self._lo_buckets = [array("q") for _ in range(_BUCKETS)]
-        self._tag_buckets = [array("I") for _ in range(_BUCKETS)]  # source index << 1 | under the prefix
-        self._hi, self._lo, self._tag = array("q"), array("q"), array("I")  # once frozen: every entry, sorted
-        self._starts = array("q")  # once frozen: the first entry of each top-16-bit slice, and the end
+        self._hi = [array("q") for _ in range(_BUCKETS)]
+        self._lo = [array("q") for _ in range(_BUCKETS)]
+        self._tag = [array("I") for _ in range(_BUCKETS)]  # source index << 1 | under the prefix
+        self._base = array("q")  # once frozen: the global index of each bucket's first entry
+        self._slices = array("q")  # once frozen: per bucket, where each next-byte value starts, and its end
+        self._size = 0
 
     def add(self, key: str, source: int = 0, under: bool = False) -> None:
         hi, lo = self._first(key), self._second(key)
         bucket = (hi >> 56) + 128
-        self._hi_buckets[bucket].append(hi)
-        self._lo_buckets[bucket].append(lo)
-        self._tag_buckets[bucket].append(source << 1 | under)
+        self._hi[bucket].append(hi)
+        self._lo[bucket].append(lo)
+        self._tag[bucket].append(source << 1 | under)
 
     def add_all(self, keys: Iterable[str], source: int, prefix: str | None) -> None:
         """``add`` for each key; ``under`` is whether it starts with ``prefix``."""
-        first, second = self._first, self._second
-        his, los, tags = self._hi_buckets, self._lo_buckets, self._tag_buckets
+        first, second, his, los, tags = self._first, self._second, self._hi, self._lo, self._tag
         for key in keys:
             hi = first(key)
             bucket = (hi >> 56) + 128
@@ -584,13 +583,13 @@ class KeySet:
             tags[bucket].append(source << 1 | (prefix is not None and key.startswith(prefix)))
 
     def freeze(self) -> KeySet:
-        """Sort the digests and merge entries with equal digests (the same key
+        """Sort each bucket and merge entries with equal digests (the same key
         from several rows or sources: the tag of the last source is kept)."""
-        his, los, tags = self._hi, self._lo, self._tag
-        for bucket in range(_BUCKETS):  # in order of the top byte: the flat arrays come out sorted
-            rows = sorted(zip(self._hi_buckets[bucket], self._lo_buckets[bucket], self._tag_buckets[bucket]))
-            self._hi_buckets[bucket] = self._lo_buckets[bucket] = array("q")  # freed as we go
-            self._tag_buckets[bucket] = array("I")
+        base, slices = array("q"), array("q")
+        total = 0
+        for bucket in range(_BUCKETS):
+            rows = sorted(zip(self._hi[bucket], self._lo[bucket], self._tag[bucket]))
+            his, los, tags = array("q"), array("q"), array("I")
             previous: tuple[int, int] | None = None
             for hi, lo, tag in rows:
                 if (hi, lo) == previous:
@@ -600,42 +599,50 @@ class KeySet:
                 his.append(hi)
                 los.append(lo)
                 tags.append(tag)
-        # Where each slice starts: the first entry not below its smallest digest.
-        self._starts = array("q", (bisect_left(his, (top - _SLICES // 2) << 48) for top in range(_SLICES)))
-        self._starts.append(len(his))
+            self._hi[bucket], self._lo[bucket], self._tag[bucket] = his, los, tags
+            top = (bucket - 128) << 56
+            slices.extend(bisect_left(his, top | part << 48) for part in range(256))
+            slices.append(len(his))
+            base.append(total)
+            total += len(his)
+        self._base, self._slices, self._size = base, slices, total
         return self
 
     def index(self, key: str) -> int:
         """``key``'s entry, 0 to len - 1, or -1 if no entry has its digests."""
         hi = self._first(key)
-        his, starts = self._hi, self._starts
-        top = (hi >> 48) + _SLICES // 2
-        end = starts[top + 1]
-        at = bisect_left(his, hi, starts[top], end)
+        bucket = (hi >> 56) + 128
+        his, slices = self._hi[bucket], self._slices
+        at = bucket * _SLICE + (hi >> 48 & 255)
+        end = slices[at + 1]
+        at = bisect_left(his, hi, slices[at], end)
         if at == end or his[at] != hi:
             return -1
-        los = self._lo
+        los = self._lo[bucket]
         lo = self._second(key)
         while at < end and his[at] == hi:
             if los[at] == lo:
-                return at
+                return self._base[bucket] + at
             at += 1
         return -1
 
     def indexes(self, keys: Iterable[str]) -> list[int]:
         """``index`` of each key (a listing's page at a time: one call, not one per key)."""
-        first, second, his, los, starts = self._first, self._second, self._hi, self._lo, self._starts
-        half = _SLICES // 2
+        first, second, his_of, los_of, base, slices = self._first, self._second, self._hi, self._lo, self._base, self._slices
         found = []
         for key in keys:
             hi = first(key)
-            top = (hi >> 48) + half
-            end = starts[top + 1]
-            at = bisect_left(his, hi, starts[top], end)
+            bucket = (hi >> 56) + 128
+            his = his_of[bucket]
+            at = bucket * _SLICE + (hi >> 48 & 255)
+            end = slices[at + 1]
+            at = bisect_left(his, hi, slices[at], end)
             if at < end and his[at] == hi:
+                los = los_of[bucket]
                 lo = second(key)
                 while at < end and his[at] == hi:
                     if los[at] == lo:
+                        at += base[bucket]
                         break
                     at += 1
                 else:
@@ -650,15 +657,16 @@ class KeySet:
 
     def __len__(self) -> int:
         """Distinct keys (entries)."""
-        return len(self._hi)
+        return self._size
 
     def under_flags(self) -> bytearray:
         """One byte per entry, in ``index`` order: 1 if it was added as under the prefix."""
-        return bytearray(tag & 1 for tag in self._tag)
+        return bytearray(tag & 1 for tags in self._tag for tag in tags)
 
     def source(self, index: int) -> int:
         """The last source that named entry ``index``."""
-        return self._tag[index] >> 1
+        bucket = bisect_right(self._base, index) - 1
+        return self._tag[bucket][index - self._base[bucket]] >> 1
 
 
 class FoundKeys:
