@@ -17,6 +17,7 @@ from typing import Any, cast
 import click
 
 from bmxgc import __version__, interrupts
+from bmxgc.allocator import return_large_buffers
 from bmxgc.config import Config, load_config, redact_urls
 from bmxgc.errors import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, EXIT_REFUSED, BmxgcError, LockNotReleased, PartialFailure
 from bmxgc.results import RecoverResult
@@ -485,6 +486,8 @@ def _main(argv: list[str] | None) -> int:
 
 
 def run() -> None:
+    """The bmxgc process: its allocator set for large buffers (``allocator``), then ``main``."""
+    return_large_buffers()
     sys.exit(main())
 
 

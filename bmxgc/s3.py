@@ -615,7 +615,10 @@ class _ParallelListing:
         self.bucket = bucket
         self.prefix = prefix
         self.concurrency = concurrency
-        self.buffer = 2 * concurrency
+        # Pages listed but not yet read, at most: in key order, room for the
+        # connections ahead of the reader; in any order the reader takes any
+        # page, so one a connection is enough (each holds about 0.4 MiB of rows).
+        self.buffer = 2 * concurrency if ordered else concurrency
         self.ranges: list[_Range] = [_Range(listing=prefix, marker=start, end=None, position=start[0], listed=listed)]
         self.cond = threading.Condition()
         self.error: BaseException | None = None

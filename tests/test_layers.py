@@ -30,6 +30,7 @@ PURE = [
     "bmxgc.inventory_sql",
     "bmxgc.listing_xml",
     "bmxgc.overlap",
+    "bmxgc.allocator",
 ]
 EFFECTFUL = ("boto3", "botocore", "sqlalchemy", "duckdb")
 

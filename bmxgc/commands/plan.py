@@ -24,8 +24,8 @@ from bmxgc.references import read_references, redact_url
 from bmxgc.store import Store, create_once, is_s3_url, open_location, plans_store
 
 # The rows a plan takes from the listing while it reads the references: the
-# listing's first pages, listed on one connection (s3.SEQUENTIAL_PAGES), about 5 MiB.
-EARLY_ROWS = s3.SEQUENTIAL_PAGES * s3.MAX_KEYS_PER_REQUEST
+# listing's first ten pages (round trips on one connection), about 4 MiB.
+EARLY_ROWS = 10 * s3.MAX_KEYS_PER_REQUEST
 
 # progress(stage, count): "listing" counts versions listed, "querying" rows read.
 Progress = Callable[[str, int], None]
