@@ -713,7 +713,11 @@ class FoundKeys:
 
     def not_found_among(self, flags: bytearray) -> int:
         """How many entries ``flags`` marks (one byte per entry, 0 or 1) were not found."""
-        return (int.from_bytes(flags, "little") & ~int.from_bytes(self.flags, "little")).bit_count()
+        count, found, step = 0, self.flags, 1 << 16  # a slice at a time: no integer as large as the set
+        for at in range(0, len(flags), step):
+            marked = int.from_bytes(flags[at : at + step], "little")
+            count += (marked & ~int.from_bytes(found[at : at + step], "little")).bit_count()
+        return count
 
 
 @dataclass
