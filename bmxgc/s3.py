@@ -1161,18 +1161,31 @@ def _read_delete_answer(
         return
     if _local(root.tag) != "DeleteResult":
         return
+    ns = root.tag[: len(root.tag) - len("DeleteResult")]
+    deleted_tag, error_tag = ns + "Deleted", ns + "Error"
+    key_tag, id_tag, marker_tag, code_tag, message_tag = (
+        ns + name for name in ("Key", "VersionId", "DeleteMarkerVersionId", "Code", "Message")
+    )
     deleted: list[tuple[str, str | None, str | None]] = []
     errors: list[tuple[str, str, str]] = []
     for child in root:
-        kind = _local(child.tag)
-        if kind not in ("Deleted", "Error"):
-            continue
-        fields = {_local(field.tag): field.text or "" for field in child}
-        if kind == "Deleted":
-            if "Key" in fields:  # a Deleted without its key names nothing: the key stays in doubt
-                deleted.append((fields["Key"], fields.get("VersionId"), fields.get("DeleteMarkerVersionId")))
+        tag = child.tag
+        if tag != deleted_tag and tag != error_tag:
+            tag = ns + _local(tag)  # in another namespace than the result's: by local name
+            if tag != deleted_tag and tag != error_tag:
+                continue
+        field: Callable[[str], str | None] = child.findtext  # a child's text ("" if empty), None if absent
+        key = field(key_tag)
+        if key is None and len(child):  # its children in another namespace than the result's
+            fields = {ns + _local(c.tag): c.text or "" for c in child}
+            field = fields.get
+            key = field(key_tag)
+        if tag == deleted_tag:
+            if key is not None:  # a Deleted without its key names nothing: the key stays in doubt
+                deleted.append((key, field(id_tag), field(marker_tag)))
         else:
-            errors.append((fields.get("Key", ""), fields.get("Code", "Unknown"), fields.get("Message", "")))
+            code = field(code_tag)
+            errors.append((key or "", "Unknown" if code is None else code, field(message_tag) or ""))
     customized_response_dict[_DELETE_FIELD] = DeleteOutcome(deleted=deleted, errors=errors)
     response_dict["body"] = _EMPTY_DELETE_RESULT
 

@@ -133,6 +133,14 @@ ANSWERS = {
         "you specified did not hold</Message></Error>",
         "<Error><Key>books/c</Key><VersionId>v3</VersionId><Code>InternalError</Code><Message>We &amp; you</Message></Error>",
         "<Error><Code>AccessDenied</Code><Message>no key named</Message></Error>",
+        "<Error><Key>books/d</Key><Code></Code></Error>",
+        "<Error><Key>books/e</Key><Message>no code</Message></Error>",
+    ),
+    "other-namespaces": _answer(
+        '<Deleted xmlns="urn:x"><Key>books/a</Key><DeleteMarkerVersionId>m1</DeleteMarkerVersionId></Deleted>',
+        '<s3:Deleted xmlns:s3="urn:y"><s3:Key>books/b</s3:Key><s3:VersionId>v2</s3:VersionId></s3:Deleted>',
+        '<Error><o:Key xmlns:o="urn:z">books/c</o:Key><o:Code xmlns:o="urn:z">SlowDown</o:Code></Error>',
+        "<Unexpected><Key>books/z</Key></Unexpected>",
     ),
     "marker-ids-missing-or-empty": _answer(
         "<Deleted><Key>books/a</Key></Deleted>",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from datetime import datetime, timedelta
 
 from bmxgc import gates, interrupts, lock, s3
@@ -23,6 +25,7 @@ from bmxgc.model import (
     ObjectVersion,
     Plan,
     Receipt,
+    VersionEntry,
     rfc3339,
     utc_now,
 )
@@ -177,11 +180,27 @@ def _check_drift(
     could not count the prefix's objects), then decide from what is live:
     age and near misses (gate 4), volume (gate 5), drift (gate 8)."""
     planned = {o.key for o in plan.orphans}
-    references = read_references(database_url, sources, timeouts=config.database)
-    tally = gates.LiveTally(references.keys)
     # Grouped by key: the key ranges may come in any order (a key's rows stay in one), so no connection waits.
     rows = s3.list_versions(client, plan.bucket, plan.prefix, concurrency=config.s3.list_concurrency, ordered=False)
-    live = group_by_key(tally.observe(rows), planned)
+    try:
+        # The references are read on a thread of their own while the listing starts
+        # (its first pages are round trips on one connection): both are read now,
+        # under the lock, before anything is deleted; neither waits for the other.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bmxgc-references") as pool:
+            reading = pool.submit(read_references, database_url, sources, timeouts=config.database)
+            early: list[VersionEntry] = []  # listed while the references are read
+            if not reading.done():
+                for row in rows:
+                    early.append(row)
+                    if reading.done():
+                        break
+            references = reading.result()
+        tally = gates.LiveTally(references.keys)
+        live = group_by_key(tally.observe(chain(early, rows)), planned)
+    finally:
+        close = getattr(rows, "close", None)  # a generator: on an error, stop the listing's connections now
+        if close is not None:
+            close()
     gates.check_live_age(plan.orphans, live, min_age, now or utc_now())
     gates.check_live_near_misses(plan, config, references, tally.found_keys)
     figures = tally.figures(plan.orphans, live)
