@@ -24,6 +24,7 @@ import argparse
 import collections
 import cProfile
 import functools
+import gc
 import importlib
 import io
 import os
@@ -58,7 +59,11 @@ PHASES = (
     ("bmxgc.commands.undo", "plan_undo"),
     ("bmxgc.commands.undo", "_remove_markers"),
     ("bmxgc.commands.undo", "_verify"),
+    ("bmxgc.receipt:Journal", "intend"),
+    ("bmxgc.receipt:Journal", "record"),
     ("bmxgc.receipt:Journal", "finish"),
+    ("bmxgc.s3", "delete_batch"),
+    ("bmxgc.commands.apply", "_outcome_entries"),
     ("bmxgc.commands.undo:_Record", "finish"),
 )
 
@@ -73,6 +78,20 @@ class Clock:
         self.parse_thread_cpu = 0.0
         self.parse_lock = threading.Lock()
         self.undo: list[Callable[[], None]] = []
+        self.gc_seconds: collections.defaultdict[int, float] = collections.defaultdict(float)
+        self.gc_count: collections.Counter[int] = collections.Counter()
+        self._gc_start = 0.0
+        self.active: list[str] = []  # the wrapped functions under way (on any thread), innermost last
+        self.gc_in: collections.defaultdict[str, float] = collections.defaultdict(float)
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.gc_count[info["generation"]] += 1
+            self.gc_seconds[info["generation"]] += time.perf_counter() - self._gc_start
+            if info["generation"] == 2:
+                self.gc_in[self.active[-1] if self.active else "(no phase)"] += time.perf_counter() - self._gc_start
 
     def wrap(self, where: str, name: str) -> None:
         module, _, cls = where.partition(":")
@@ -85,10 +104,12 @@ class Clock:
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
             self.depth[label] += 1
+            self.active.append(label)
             wall, cpu = time.perf_counter(), time.process_time()
             try:
                 return original(*args, **kwargs)
             finally:
+                self.active.remove(label)
                 self.depth[label] -= 1
                 if not self.depth[label]:
                     self.wall[label] += time.perf_counter() - wall
@@ -125,6 +146,7 @@ def run(step: str, argv: list[str], profile: bool) -> tuple[int, float, float, C
     for where, name in PHASES:
         clock.wrap(where, name)
     clock.wrap_parse()
+    gc.callbacks.append(clock.on_gc)
     profiler = cProfile.Profile() if profile else None
     wall, cpu = time.perf_counter(), time.process_time()
     if profiler:
@@ -135,6 +157,7 @@ def run(step: str, argv: list[str], profile: bool) -> tuple[int, float, float, C
         if profiler:
             profiler.disable()
         clock.restore()
+        gc.callbacks.remove(clock.on_gc)
     return code, time.perf_counter() - wall, time.process_time() - cpu, clock, profiler
 
 
@@ -143,6 +166,10 @@ def report(step: str, code: int, wall: float, cpu: float, clock: Clock, profiler
     print(f"  {'s3.parse_listing (thread CPU, any thread)':44} {'':>8} {clock.parse_thread_cpu:8.2f} s CPU")
     for label in clock.wall:
         print(f"  {label:44} {clock.wall[label]:8.2f} s wall {clock.cpu[label]:8.2f} s CPU")
+    for generation in sorted(clock.gc_count):
+        print(f"  garbage collector, generation {generation}: {clock.gc_count[generation]:6,} collections, {clock.gc_seconds[generation]:6.2f} s")
+    for label, seconds in sorted(clock.gc_in.items(), key=lambda item: -item[1]):
+        print(f"    full collections during {label}: {seconds:.2f} s")
     if profiler is None:
         return
     stats = pstats.Stats(profiler)

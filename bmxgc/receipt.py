@@ -265,19 +265,23 @@ def newest_receipt(store: Store) -> str:
 
     An unreadable receipt is skipped with a warning naming it (logger ``bmxgc``):
     one bad file does not stop undo from finding the others."""
+    return newest_receipt_read(store)[0]
+
+
+def newest_receipt_read(store: Store) -> tuple[str, Receipt]:
+    """``newest_receipt``, and that receipt as it was read to check it (undo uses it: not read twice)."""
     scan = scan_receipts(store)
     skipped = list(scan.unreadable)
     applies = sorted(
         ((h.started_at, n) for n, h in scan.readable if h.kind == "apply"), reverse=True
     )
-    chosen: str | None = None
+    chosen: tuple[str, Receipt] | None = None
     for _started, name in applies:
         try:
-            load_receipt(store, name)
+            chosen = name, load_receipt(store, name)
         except PlanFileError as exc:
             skipped.append((name, str(exc)))
             continue
-        chosen = name
         break
     for name, reason in sorted(skipped):
         log.warning(

@@ -17,7 +17,7 @@ from bmxgc import gates, interrupts, lock, s3
 from bmxgc.config import Config, ReferenceSource
 from bmxgc.drift import KeyHistory, find_drift, group_by_key, markers_above
 from bmxgc.errors import ConfigError, DriftError, GateRefused, Interrupted, PartialFailure, ServiceError
-from bmxgc.executor import Sent, send_batches
+from bmxgc.executor import Sent, collector_spares_what_exists, send_batches
 from bmxgc.live import live_histories
 from bmxgc.model import (
     DeletedEntry,
@@ -62,7 +62,8 @@ def apply(
     PartialFailure (exit 1) when some keys could not be deleted."""
     location = str(plan_path)
     client = s3.client_for(config.s3, client)
-    plan = parse_plan_text(read_document(location, client), location)  # gate 1: integrity
+    with collector_spares_what_exists():
+        plan = parse_plan_text(read_document(location, client), location)  # gate 1: integrity
     database_url = config.database_url()
     gates.check_environment(plan, config, redact_url(database_url))  # gate 2
     gates.check_sources(plan, config)
@@ -269,7 +270,8 @@ def _delete_all(
         progress=progress,
         concurrency=concurrency,
     )
-    journal.finish()
+    with collector_spares_what_exists():
+        journal.finish()
 
 
 def _send(client: s3.S3Client, plan: Plan, todo: list[ObjectVersion], send: int) -> Sent[ObjectVersion, Answer]:
