@@ -257,15 +257,16 @@ def _remove_markers(
     """Remove every marker of every restore through the executor, each batch
     noted in the record first. Removing a version by id is idempotent:
     botocore's retries apply, and a failed request is an error for its keys."""
-    entries: list[Marker] = [(r.key, marker) for r in restores for marker in r.markers]
-    send_batches(
-        entries,
-        record,
-        # Quiet: S3 answers with the errors only; what was restored, _verify reads from a listing.
-        lambda batch, _n: Sent(s3.delete_batch(client, bucket, [(k, m, None) for k, m in batch], quiet=True).errors),
-        failed=lambda batch, exc: [(key, "RequestFailed", str(exc)) for key, _marker in batch],
-        concurrency=concurrency,
-    )
+    with collector_spares_what_exists():  # the live histories, the decision: built before, left alone
+        entries: list[Marker] = [(r.key, marker) for r in restores for marker in r.markers]
+        send_batches(
+            entries,
+            record,
+            # Quiet: S3 answers with the errors only; what was restored, _verify reads from a listing.
+            lambda batch, _n: Sent(s3.delete_batch(client, bucket, [(k, m, None) for k, m in batch], quiet=True).errors),
+            failed=lambda batch, exc: [(key, "RequestFailed", str(exc)) for key, _marker in batch],
+            concurrency=concurrency,
+        )
     return record.errors
 
 
