@@ -198,8 +198,8 @@ def collector_spares_what_exists() -> Iterator[None]:
     """The cyclic garbage collector leaves alone what exists when the block
     starts (``gc.freeze``), until it ends (``gc.unfreeze``, whatever happens).
 
-    A command holds about 100,000 objects a 100,000-key plan (the plan, the
-    live histories, the receipt); every full collection while it builds more
+    A command with a 100,000-key plan holds hundreds of thousands of objects
+    (the plan, the live histories, the receipt); every full collection while it builds more
     (the batches' answers and journal, the undo record) rescanned them all:
     about 0.8 s of apply's deletes at 100,000 keys, and as much again in
     undo's decision and record. The block's own objects are collected as usual
