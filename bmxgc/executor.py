@@ -29,10 +29,12 @@ flight as journaled intent.
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -142,7 +144,7 @@ def send_batches(
         return error is not None and (failed is None or not isinstance(error, ServiceError))
 
     try:
-        with interrupts.batches_finish():
+        with interrupts.batches_finish(), collector_spares_what_exists():
             while True:
                 while stop is None and len(in_flight) < width and not any(map(stops, in_flight)):
                     if again:
@@ -174,6 +176,7 @@ def send_batches(
                 except Exception as exc:  # the journal cannot be written: stop, record what is in flight
                     stop = stop or exc
                     continue
+                gc.freeze()  # what the batch left (its entries in the journal's receipt) is spared too
                 if sent.again:
                     again.appendleft((request.batch, sent.again, request.attempt + 1))
                 else:
@@ -188,3 +191,21 @@ def send_batches(
     except (ServiceError, KeyboardInterrupt):
         journal.interrupted()
         raise
+
+
+@contextmanager
+def collector_spares_what_exists() -> Iterator[None]:
+    """The cyclic garbage collector leaves alone what exists when the block
+    starts (``gc.freeze``), until it ends (``gc.unfreeze``, whatever happens).
+
+    A command with a 100,000-key plan holds hundreds of thousands of objects
+    (the plan, the live histories, the receipt); every full collection while it builds more
+    (the batches' answers and journal, the undo record) rescanned them all:
+    about 0.8 s of apply's deletes at 100,000 keys, and as much again in
+    undo's decision and record. The block's own objects are collected as usual
+    (``send_batches`` freezes again after each batch it records)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

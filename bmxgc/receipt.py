@@ -265,19 +265,23 @@ def newest_receipt(store: Store) -> str:
 
     An unreadable receipt is skipped with a warning naming it (logger ``bmxgc``):
     one bad file does not stop undo from finding the others."""
+    return newest_receipt_read(store)[0]
+
+
+def newest_receipt_read(store: Store) -> tuple[str, Receipt]:
+    """``newest_receipt``, and that receipt as it was read to check it (undo uses it: not read twice)."""
     scan = scan_receipts(store)
     skipped = list(scan.unreadable)
     applies = sorted(
         ((h.started_at, n) for n, h in scan.readable if h.kind == "apply"), reverse=True
     )
-    chosen: str | None = None
+    chosen: tuple[str, Receipt] | None = None
     for _started, name in applies:
         try:
-            load_receipt(store, name)
+            chosen = name, load_receipt(store, name)
         except PlanFileError as exc:
             skipped.append((name, str(exc)))
             continue
-        chosen = name
         break
     for name, reason in sorted(skipped):
         log.warning(
@@ -468,9 +472,10 @@ class Journal:
         pending = PendingBatch(sent_at=rfc3339(utc_now()), keys=list(batch))
         self.receipt.pending.append(pending)
         self._in_flight[request] = pending
-        self._append({"intend": planfile.document(pending)}, request)
+        doc = planfile.document(pending)  # once, for the journal line and the receipt file
+        self._append({"intend": doc}, request)
         if self._view is not None:
-            self.store.rewrite_from(self.name, *self._view.intend(pending))
+            self.store.rewrite_from(self.name, *self._view.intend(pending, doc))
 
     def record(
         self, deleted: Sequence[DeletedEntry], errors: Sequence[KeyFailure], request: int | None = None
@@ -486,15 +491,17 @@ class Journal:
         else:
             answered = self._in_flight.pop(request, None)
             self.receipt.pending[:] = [p for p in self.receipt.pending if p is not answered]
-        self._append({"record": {"deleted": _docs(deleted), "errors": _docs(errors)}}, request)
-        self._show(deleted)
+        docs = _docs(deleted)  # once, for the journal line and the receipt file
+        self._append({"record": {"deleted": docs, "errors": _docs(errors)}}, request)
+        self._show(docs)
 
     def record_restored(self, restored: Sequence[RestoredEntry], errors: Sequence[KeyFailure]) -> None:
         """Journal what one batch of a recover brought back."""
         self.receipt.restored.extend(restored)
         self.receipt.errors.extend(errors)
-        self._append({"restored": {"restored": _docs(restored), "errors": _docs(errors)}})
-        self._show(restored)
+        docs = _docs(restored)
+        self._append({"restored": {"restored": docs, "errors": _docs(errors)}})
+        self._show(docs)
 
     def finish(self, *, failed: bool = False) -> None:
         """Write the receipt whole, once, then drop the journal it now holds."""
@@ -565,11 +572,11 @@ class _View:
         self.pending_shown = len(receipt.pending)
         return ("\n  ],\n" + ",\n".join(parts) + ',\n  "pending": [').encode("utf-8") + pending + self._CLOSE
 
-    def _pending_row(self, pending: PendingBatch) -> bytes:
-        """Each batch in flight is rendered once, when it is intended."""
+    def _pending_row(self, pending: PendingBatch, doc: dict[str, Any] | None = None) -> bytes:
+        """Each batch in flight is rendered once, when it is intended (from ``doc``, its document, if given)."""
         cached = self.pending_rows.get(id(pending))
         if cached is None or cached[0] is not pending:
-            cached = (pending, _row(pending).encode("utf-8"))
+            cached = (pending, _row(pending if doc is None else doc).encode("utf-8"))
             self.pending_rows[id(pending)] = cached
         return cached[1]
 
@@ -578,9 +585,9 @@ class _View:
         self.close_at = len(self.head) + len(tail) - len(self._CLOSE)
         return (self.head + tail).decode("utf-8")
 
-    def intend(self, pending: PendingBatch) -> tuple[int, bytes]:
+    def intend(self, pending: PendingBatch, doc: dict[str, Any] | None = None) -> tuple[int, bytes]:
         """A batch's intent: added at the end of the pending list, nothing else written."""
-        row = (b", " if self.pending_shown else b"") + self._pending_row(pending)
+        row = (b", " if self.pending_shown else b"") + self._pending_row(pending, doc)
         at = self.close_at
         self.close_at += len(row)
         self.pending_shown += 1

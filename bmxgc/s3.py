@@ -240,7 +240,8 @@ _REFUSED_BEFORE_WORK = frozenset({"SlowDown", "Throttling", "ThrottlingException
 def _mark_marker_deletes(params: Any, context: Any, **_kwargs: Any) -> None:
     """A DeleteObjects without version ids writes new delete markers: not idempotent."""
     objects = params.get("Delete", {}).get("Objects", [])
-    if any("VersionId" not in entry for entry in objects):
+    direct: _DirectDelete | None = getattr(_DELETE, "request", None)  # delete_batch's body, built apart
+    if any("VersionId" not in entry for entry in objects) or (direct is not None and direct.writes_markers):
         context[_SEND_ONCE] = True
 
 
@@ -921,7 +922,7 @@ class DeleteOutcome:
 
 
 def delete_batch(
-    client: S3Client, bucket: str, objects: Sequence[tuple[str, str | None, str | None]]
+    client: S3Client, bucket: str, objects: Sequence[tuple[str, str | None, str | None]], *, quiet: bool = False
 ) -> DeleteOutcome:
     """One DeleteObjects request for up to 1,000 ``(key, version_id, etag)``.
 
@@ -934,21 +935,26 @@ def delete_batch(
     removes exactly that version (undo uses this on the markers it wrote).
     With an ETag, S3 deletes only if the current version still has it (real
     S3 since 2025; moto ignores it), closing the gap between the drift check
-    and the delete.
+    and the delete. ``quiet``: S3 answers with the errors only (for a caller
+    that reads nothing else: undo, which checks its work in a listing).
+
+    The request is botocore's (checksum, signature, retries, timeouts); its
+    XML body is written here, the bytes botocore's serialiser would write
+    (``_delete_body``), and its answer read here (``_read_delete_answer``):
+    botocore's validation, serialiser and XML walk cost about 20 ms of CPU
+    per 1,000 keys, a tenth of an apply's CPU at 100,000 keys.
     """
     if len(objects) > MAX_KEYS_PER_REQUEST:
         raise ValueError(f"at most {MAX_KEYS_PER_REQUEST} keys per DeleteObjects request")
     send_marker_deletes_once(client)  # a client made elsewhere (tests, the API) too
-    entries: list[Any] = []
-    for key, version_id, etag in objects:
-        entry: dict[str, str] = {"Key": key}
-        if version_id is not None:
-            entry["VersionId"] = version_id
-        if etag:
-            entry["ETag"] = f'"{etag}"'
-        entries.append(entry)
+    _build_deletes_directly(client)
+    request = _DirectDelete(_delete_body(objects, quiet), any(version_id is None for _k, version_id, _e in objects))
+    _DELETE.request = request
     try:
-        answer = client.delete_objects(Bucket=bucket, Delete={"Objects": entries, "Quiet": False})
+        # The parameters botocore validates and serialises name no key: the body
+        # that goes out is ``request.body`` (``_put_delete_body``). Were it not
+        # put in, the request would delete nothing (S3: MalformedXML).
+        answer = client.delete_objects(Bucket=bucket, Delete={"Objects": [], "Quiet": quiet})
     except ClientError as exc:
         error = describe_error(exc, f"DeleteObjects in bucket {bucket}")
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -958,6 +964,13 @@ def delete_batch(
     except BotoCoreError as exc:
         # No answer (timeout, connection lost): S3 may have done it or not.
         raise RequestInDoubt(str(describe_error(exc, f"DeleteObjects in bucket {bucket}"))) from None
+    finally:
+        _DELETE.request = None
+    if not request.sent:
+        raise ServiceError(f"DeleteObjects in bucket {bucket}: the request went out without its keys; nothing was deleted")
+    outcome = answer.get(_DELETE_FIELD)
+    if isinstance(outcome, DeleteOutcome):
+        return outcome
     deleted = [
         (d["Key"], d.get("VersionId"), d.get("DeleteMarkerVersionId")) for d in answer.get("Deleted", [])
     ]
@@ -965,6 +978,128 @@ def delete_batch(
         (e.get("Key", ""), e.get("Code", "Unknown"), e.get("Message", "")) for e in answer.get("Errors", [])
     ]
     return DeleteOutcome(deleted=deleted, errors=errors)
+
+
+# --------------------------------------------------------------------------- DeleteObjects' XML
+# botocore validates the 1,000 entries (2 ms), builds an element per field and
+# serialises them (5 ms), and walks the answer's 1,000 ``Deleted`` elements
+# (11 ms). The body is written and the answer read here instead, for
+# ``delete_batch``'s own request only (``_DELETE.request``, on its thread);
+# the request is still botocore's: ``before-call`` puts the body in before
+# botocore computes its checksum and signs it.
+
+_DELETE = threading.local()  # ``request``: delete_batch's request in flight on this thread
+_DELETE_FIELD = "BmxgcDeleteOutcome"  # where the answer read here rides in botocore's
+_EMPTY_DELETE_RESULT = b"<DeleteResult/>"
+_S3_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+@dataclass
+class _DirectDelete:
+    body: bytes
+    writes_markers: bool  # an entry without a version id: the request is sent once
+    sent: bool = False
+
+
+def _xml_text(text: str) -> str:
+    """``text`` as botocore writes it in a request body: ElementTree's escapes
+    (&, <, >), then ``escape_xml_payload``'s (\r and \n as character references)."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    if "\r" in text:
+        text = text.replace("\r", "&#xD;")
+    if "\n" in text:
+        text = text.replace("\n", "&#xA;")
+    return text
+
+
+def _delete_body(objects: Sequence[tuple[str, str | None, str | None]], quiet: bool) -> bytes:
+    """The DeleteObjects body botocore's serialiser writes for these entries
+    (``Key``, then ``VersionId``, then ``ETag`` in quotes; ``Quiet`` last)."""
+    parts = [f'<Delete xmlns="{_S3_XMLNS}">']
+    for key, version_id, etag in objects:
+        parts.append(f"<Object><Key>{_xml_text(key)}</Key>")
+        if version_id is not None:
+            parts.append(f"<VersionId>{_xml_text(version_id)}</VersionId>")
+        if etag:
+            parts.append(f"<ETag>{_xml_text(chr(34) + etag + chr(34))}</ETag>")
+        parts.append("</Object>")
+    parts.append(f"<Quiet>{'true' if quiet else 'false'}</Quiet></Delete>")
+    # A lone surrogate (a key read from JSON) as ElementTree writes it.
+    return "".join(parts).encode("utf-8", "xmlcharrefreplace")
+
+
+def _build_deletes_directly(client: S3Client) -> None:
+    """Register, once per client, the handlers that put ``delete_batch``'s body
+    in its request and read its answer."""
+    events = client.meta.events
+    with _REGISTERING:
+        if events in _DELETES_REGISTERED:
+            return
+        events.register_first("before-call.s3.DeleteObjects", _put_delete_body, unique_id="bmxgc-delete-body")
+        events.register("before-parse.s3.DeleteObjects", _read_delete_answer, unique_id="bmxgc-delete-answer")
+        _DELETES_REGISTERED.add(events)
+
+
+_DELETES_REGISTERED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _put_delete_body(params: Any, **_kwargs: Any) -> None:
+    request: _DirectDelete | None = getattr(_DELETE, "request", None)
+    if request is None:
+        return
+    params["body"] = request.body
+    request.sent = True
+
+
+def _read_delete_answer(
+    operation_model: Any, response_dict: Any, customized_response_dict: Any, **_kwargs: Any
+) -> None:
+    """A 200 DeleteResult of ``delete_batch``'s request, read as botocore's
+    parser reads it (elements by local name, any namespace; an empty element
+    is ""); anything else (an error document) is left to botocore."""
+    if getattr(_DELETE, "request", None) is None or response_dict.get("status_code") != 200:
+        return
+    body = response_dict.get("body")
+    if not isinstance(body, bytes):
+        return
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError:
+        return
+    if _local(root.tag) != "DeleteResult":
+        return
+    ns = root.tag[: len(root.tag) - len("DeleteResult")]
+    deleted_tag, error_tag = ns + "Deleted", ns + "Error"
+    key_tag, id_tag, marker_tag, code_tag, message_tag = (
+        ns + name for name in ("Key", "VersionId", "DeleteMarkerVersionId", "Code", "Message")
+    )
+    deleted: list[tuple[str, str | None, str | None]] = []
+    errors: list[tuple[str, str, str]] = []
+    for child in root:
+        tag = child.tag
+        if tag != deleted_tag and tag != error_tag:
+            tag = ns + _local(tag)  # in another namespace than the result's: by local name
+            if tag != deleted_tag and tag != error_tag:
+                continue
+        field: Callable[[str], str | None] = child.findtext  # a child's text ("" if empty), None if absent
+        key = field(key_tag)
+        if key is None and len(child):  # its children in another namespace than the result's
+            fields = {ns + _local(c.tag): c.text or "" for c in child}
+            field = fields.get
+            key = field(key_tag)
+        if tag == deleted_tag:
+            if key is not None:  # a Deleted without its key names nothing: the key stays in doubt
+                deleted.append((key, field(id_tag), field(marker_tag)))
+        else:
+            code = field(code_tag)
+            errors.append((key or "", "Unknown" if code is None else code, field(message_tag) or ""))
+    customized_response_dict[_DELETE_FIELD] = DeleteOutcome(deleted=deleted, errors=errors)
+    response_dict["body"] = _EMPTY_DELETE_RESULT
 
 
 def get_object_bytes(client: S3Client, bucket: str, key: str) -> tuple[bytes, str] | None:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from datetime import datetime, timedelta
 
 from bmxgc import gates, interrupts, lock, s3
 from bmxgc.config import Config, ReferenceSource
 from bmxgc.drift import KeyHistory, find_drift, group_by_key, markers_above
 from bmxgc.errors import ConfigError, DriftError, GateRefused, Interrupted, PartialFailure, ServiceError
-from bmxgc.executor import Sent, send_batches
+from bmxgc.executor import Sent, collector_spares_what_exists, send_batches
 from bmxgc.live import live_histories
 from bmxgc.model import (
     DeletedEntry,
@@ -23,6 +25,7 @@ from bmxgc.model import (
     ObjectVersion,
     Plan,
     Receipt,
+    VersionEntry,
     rfc3339,
     utc_now,
 )
@@ -59,7 +62,8 @@ def apply(
     PartialFailure (exit 1) when some keys could not be deleted."""
     location = str(plan_path)
     client = s3.client_for(config.s3, client)
-    plan = parse_plan_text(read_document(location, client), location)  # gate 1: integrity
+    with collector_spares_what_exists():
+        plan = parse_plan_text(read_document(location, client), location)  # gate 1: integrity
     database_url = config.database_url()
     gates.check_environment(plan, config, redact_url(database_url))  # gate 2
     gates.check_sources(plan, config)
@@ -177,11 +181,27 @@ def _check_drift(
     could not count the prefix's objects), then decide from what is live:
     age and near misses (gate 4), volume (gate 5), drift (gate 8)."""
     planned = {o.key for o in plan.orphans}
-    references = read_references(database_url, sources, timeouts=config.database)
-    tally = gates.LiveTally(references.keys)
     # Grouped by key: the key ranges may come in any order (a key's rows stay in one), so no connection waits.
     rows = s3.list_versions(client, plan.bucket, plan.prefix, concurrency=config.s3.list_concurrency, ordered=False)
-    live = group_by_key(tally.observe(rows), planned)
+    try:
+        # The references are read on a thread of their own while the listing starts
+        # (its first pages are round trips on one connection): both are read now,
+        # under the lock, before anything is deleted; neither waits for the other.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bmxgc-references") as pool:
+            reading = pool.submit(read_references, database_url, sources, timeouts=config.database)
+            early: list[VersionEntry] = []  # listed while the references are read
+            if not reading.done():
+                for row in rows:
+                    early.append(row)
+                    if reading.done():
+                        break
+            references = reading.result()
+        tally = gates.LiveTally(references.keys)
+        live = group_by_key(tally.observe(chain(early, rows)), planned)
+    finally:
+        close = getattr(rows, "close", None)  # a generator: on an error, stop the listing's connections now
+        if close is not None:
+            close()
     gates.check_live_age(plan.orphans, live, min_age, now or utc_now())
     gates.check_live_near_misses(plan, config, references, tally.found_keys)
     figures = tally.figures(plan.orphans, live)
@@ -250,7 +270,8 @@ def _delete_all(
         progress=progress,
         concurrency=concurrency,
     )
-    journal.finish()
+    with collector_spares_what_exists():
+        journal.finish()
 
 
 def _send(client: s3.S3Client, plan: Plan, todo: list[ObjectVersion], send: int) -> Sent[ObjectVersion, Answer]:

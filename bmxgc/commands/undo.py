@@ -13,7 +13,7 @@ from bmxgc import gates, interrupts, lock, s3
 from bmxgc.config import Config
 from bmxgc.drift import KeyHistory
 from bmxgc.errors import BmxgcError, GateRefused, Interrupted, PartialFailure, PlanFileError, ServiceError
-from bmxgc.executor import Sent, send_batches
+from bmxgc.executor import Sent, collector_spares_what_exists, send_batches
 from bmxgc.live import live_histories
 from bmxgc.model import (
     KeyFailure,
@@ -30,7 +30,7 @@ from bmxgc.model import (
 )
 from bmxgc.naming import JOURNAL_SUFFIX, undo_record_name
 from bmxgc.planfile import UNDO_RECORD, read, render, strict_json
-from bmxgc.receipt import load_receipt, newest_receipt
+from bmxgc.receipt import load_receipt, newest_receipt_read
 from bmxgc.undo_decision import Restore, RestorePlan, Skip, Window, apply_window, plan_undo, targets
 from bmxgc.results import UndoResult
 from bmxgc.store import Store, open_location, plans_store
@@ -52,12 +52,13 @@ def undo(
     Raises PartialFailure (exit 1) when an object stays deleted, or when the
     undo record could not be written; its ``result`` says what was restored."""
     client = s3.client_for(config.s3, client)
-    if receipt_path is not None:
-        store, name = open_location(str(receipt_path), client)
-    else:
-        store = plans_store(config, client)
-        name = newest_receipt(store)
-    receipt = load_receipt(store, name)
+    with collector_spares_what_exists():
+        if receipt_path is not None:
+            store, name = open_location(str(receipt_path), client)
+            receipt = load_receipt(store, name)
+        else:
+            store = plans_store(config, client)
+            name, receipt = newest_receipt_read(store)  # read once, to find it
     path = store.location(name)
     if receipt.kind != "apply":
         raise GateRefused(
@@ -110,7 +111,8 @@ def undo(
         result = UndoResult(
             path, store.location(record_name), restored, decided.skips, decided.already_restored, errors, not_restored
         )
-        result = replace(result, record_error=record.finish(result), receipt_summary=about)
+        with collector_spares_what_exists():
+            result = replace(result, record_error=record.finish(result), receipt_summary=about)
     lock.check_released(held, result)
     _raise_unless_done(result)
     return result
@@ -180,7 +182,8 @@ def _decide(
     # Apply added one delete marker per key it deleted (more where a request was done twice).
     hint = receipt.prefix_versions + len(keys) if receipt.prefix_versions is not None else None
     live = live_histories(client, receipt.bucket, receipt.prefix, keys, hint, concurrency)
-    return plan_undo(receipt, live, window, restored_before)
+    with collector_spares_what_exists():
+        return plan_undo(receipt, live, window, restored_before)
 
 
 def _verify(
@@ -254,14 +257,16 @@ def _remove_markers(
     """Remove every marker of every restore through the executor, each batch
     noted in the record first. Removing a version by id is idempotent:
     botocore's retries apply, and a failed request is an error for its keys."""
-    entries: list[Marker] = [(r.key, marker) for r in restores for marker in r.markers]
-    send_batches(
-        entries,
-        record,
-        lambda batch, _n: Sent(s3.delete_batch(client, bucket, [(k, m, None) for k, m in batch]).errors),
-        failed=lambda batch, exc: [(key, "RequestFailed", str(exc)) for key, _marker in batch],
-        concurrency=concurrency,
-    )
+    with collector_spares_what_exists():  # the live histories, the decision: built before, left alone
+        entries: list[Marker] = [(r.key, marker) for r in restores for marker in r.markers]
+        send_batches(
+            entries,
+            record,
+            # Quiet: S3 answers with the errors only; what was restored, _verify reads from a listing.
+            lambda batch, _n: Sent(s3.delete_batch(client, bucket, [(k, m, None) for k, m in batch], quiet=True).errors),
+            failed=lambda batch, exc: [(key, "RequestFailed", str(exc)) for key, _marker in batch],
+            concurrency=concurrency,
+        )
     return record.errors
 
 
