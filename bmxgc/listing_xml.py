@@ -260,7 +260,8 @@ def _listing(rows: list[VersionEntry], top: dict[str, str]) -> Listing:
 
 
 # --------------------------------------------------------------------------- any other body
-def _local(tag: str) -> str:
+def local_name(tag: str) -> str:
+    """An ElementTree tag without its namespace."""
     return tag.rpartition("}")[2]
 
 
@@ -270,7 +271,7 @@ def _read_tree(body: bytes, parse_time: ParseTime) -> Listing | None:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError:
         return None
-    if _local(root.tag) != _RESULT:
+    if local_name(root.tag) != _RESULT:
         return None
     ns = root.tag[: len(root.tag) - len(_RESULT)]
     version_tag, marker_tag = ns + "Version", ns + "DeleteMarker"
@@ -284,7 +285,7 @@ def _read_tree(body: bytes, parse_time: ParseTime) -> Listing | None:
         elif tag == marker_tag:
             markers.append(child)
         else:
-            name = _local(tag)
+            name = local_name(tag)
             if name == "Version":
                 versions.append(child)
             elif name == "DeleteMarker":
@@ -298,7 +299,7 @@ def _read_tree(body: bytes, parse_time: ParseTime) -> Listing | None:
             field: Callable[[str], str | None] = element.findtext  # a child's text, by tag
             key = field(key_tag)
             if key is None:  # its children in another namespace than the result's
-                fields = {ns + _local(child.tag): child.text for child in element}
+                fields = {ns + local_name(child.tag): child.text for child in element}
                 field = fields.get
                 key = field(key_tag)
             modified = field(modified_tag)

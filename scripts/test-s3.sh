@@ -35,6 +35,7 @@ S3_TESTS=(
     tests/test_server_differences.py
     tests/test_listing_xml.py
     tests/test_listing_subset.py
+    tests/test_delete_requests.py
     tests/test_parallel_listing.py
     tests/test_inventory.py
 )

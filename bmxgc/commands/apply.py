@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from itertools import chain
 from datetime import datetime, timedelta
 
 from bmxgc import gates, interrupts, lock, s3
@@ -25,17 +23,21 @@ from bmxgc.model import (
     ObjectVersion,
     Plan,
     Receipt,
-    VersionEntry,
     rfc3339,
     utc_now,
 )
 from bmxgc.planfile import parse_plan_text
 from bmxgc.gates import baseline_of
 from bmxgc.naming import plan_for, receipt_name_for
+from bmxgc.overlap import read_while_listing
 from bmxgc.receipt import Journal, check_not_applied, last_applied_plan
 from bmxgc.references import check_connection, read_references, redact_url
 from bmxgc.results import ApplyResult
 from bmxgc.store import Store, plans_store, read_document
+
+# The rows apply takes from its listing while it reads the references: the
+# listing's first pages, listed on one connection (s3.SEQUENTIAL_PAGES).
+EARLY_ROWS = s3.SEQUENTIAL_PAGES * s3.MAX_KEYS_PER_REQUEST
 
 Confirm = gates.Confirm
 # type_count(question) -> what the operator typed (the number of objects to delete).
@@ -183,25 +185,14 @@ def _check_drift(
     planned = {o.key for o in plan.orphans}
     # Grouped by key: the key ranges may come in any order (a key's rows stay in one), so no connection waits.
     rows = s3.list_versions(client, plan.bucket, plan.prefix, concurrency=config.s3.list_concurrency, ordered=False)
-    try:
-        # The references are read on a thread of their own while the listing starts
-        # (its first pages are round trips on one connection): both are read now,
-        # under the lock, before anything is deleted; neither waits for the other.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bmxgc-references") as pool:
-            reading = pool.submit(read_references, database_url, sources, timeouts=config.database)
-            early: list[VersionEntry] = []  # listed while the references are read
-            if not reading.done():
-                for row in rows:
-                    early.append(row)
-                    if reading.done():
-                        break
-            references = reading.result()
-        tally = gates.LiveTally(references.keys)
-        live = group_by_key(tally.observe(chain(early, rows)), planned)
-    finally:
-        close = getattr(rows, "close", None)  # a generator: on an error, stop the listing's connections now
-        if close is not None:
-            close()
+    # The references are read on a thread while the listing's first pages (round
+    # trips on one connection) come in: both now, under the lock, before anything
+    # is deleted; no row is counted before they are all read.
+    references, listed = read_while_listing(
+        lambda: read_references(database_url, sources, timeouts=config.database), rows, EARLY_ROWS
+    )
+    tally = gates.LiveTally(references.keys)
+    live = group_by_key(tally.observe(listed), planned)
     gates.check_live_age(plan.orphans, live, min_age, now or utc_now())
     gates.check_live_near_misses(plan, config, references, tally.found_keys)
     figures = tally.figures(plan.orphans, live)
