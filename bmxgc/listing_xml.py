@@ -211,7 +211,7 @@ def _read_items(items: list[tuple[str, ...]], parse_time: ParseTime) -> Listing:
             key = _unescape(key)
         if "&" in vid:
             vid = _unescape(vid)
-        if "&" in modified:
+        if "&" in modified:  # before fromisoformat, which reads '...05.123456&amp;+02:00' as a time
             modified = _unescape(modified)
         try:  # S3's form; ``parse_time`` for any other (below)
             when = _from_iso(modified)
@@ -226,8 +226,7 @@ def _read_items(items: list[tuple[str, ...]], parse_time: ParseTime) -> Listing:
         if "&" in etag:  # S3 writes &quot;...&quot;; any other entity: the general way
             quoted = etag.replace("&quot;", '"')
             etag = quoted if "&" not in quoted else _unescape(etag)
-        if "&" in size:
-            size = _unescape(size)
+        # An entity in Size: int() refuses it, and ElementTree's read judges the page (above).
         versions.append(
             _new(VersionEntry, (key, vid or "null", latest == "true", False, when, etag.strip('"'), int(size or 0)))
         )
