@@ -14,7 +14,8 @@ botocore's parser; ``tests/test_listing_subset.py`` holds them to each other
 on thousands of generated bodies).
 
 The subset: an optional ``<?xml version=... encoding="UTF-8"?>``, the root
-``<ListVersionsResult>`` with at most an ``xmlns`` attribute, then, between
+``<ListVersionsResult>`` with at most an ``xmlns`` attribute (one ElementTree
+takes: no ``}``, not a namespace XML reserves), then, between
 XML whitespace, top-level elements holding text only (or empty, ``<KeyMarker/>``
 or ``<KeyMarker />``),
 and ``Version`` and ``DeleteMarker`` elements whose children hold text only
@@ -115,11 +116,15 @@ _TOP = (
 )
 _S3_ITEM = re.compile(_WS + r"(?:" + _S3_ROW + _TOP)
 _ITEM = re.compile(_WS + r"(?:" + _ROW + _TOP)
+# A default namespace ElementTree takes: no '}' (its tags' separator), not one
+# of the two namespaces XML reserves (expat refuses to bind them).
+_NAMESPACE = r"(?!http://www\.w3\.org/(?:XML/1998/namespace|2000/xmlns/)[\"'])"
 _HEAD = re.compile(
     r"(?:<\?xml[ \t\n]+version=(?:\"1\.[0-9]+\"|'1\.[0-9]+')"
     r"(?:[ \t\n]+encoding=(?:\"(?i:utf-8)\"|'(?i:utf-8)'))?"
     r"(?:[ \t\n]+standalone=(?:\"(?:yes|no)\"|'(?:yes|no)'))?" + _WS + r"\?>)?"
-    + _WS + "<" + _RESULT + r"(?:[ \t\n]+xmlns" + _WS + "=" + _WS + r"(?:\"[^\"<&]*\"|'[^'<&]*'))?" + _WS + ">"
+    + _WS + "<" + _RESULT + r"(?:[ \t\n]+xmlns" + _WS + "=" + _WS + r"(?:\"" + _NAMESPACE + r"[^\"<&}]*\"|'" + _NAMESPACE + r"[^'<&}]*'))?"
+    + _WS + ">"
 )
 # Bytes the subset's text refuses or must look at: those XML forbids (C0 controls
 # but tab and LF), CR (XML reads CR LF as LF), '&' (entities) and ']' (for
@@ -178,25 +183,36 @@ def read_subset(body: bytes, parse_time: ParseTime) -> Listing | None:
     end = len(text.rstrip(" \t\n")) - len(_TAIL)
     if head is None or end < head.end() or not text.startswith(_TAIL, end) or not _plain_text(body, text):
         return None
-    versions: list[VersionEntry] = []
-    markers: list[VersionEntry] = []
-    top: dict[str, str] = {}
-    incomplete = False  # a row without Key or LastModified: an error, once the whole body is known to be the subset
     items = _items(text, head.end(), end)
     if items is None:
         return None
+    try:
+        return _read_items(items, parse_time)
+    except Exception:  # noqa: BLE001 - not swallowed: ElementTree's read raises it again
+        # A row that does not read (no Key or LastModified, a time or a size
+        # that does not parse): the error ElementTree's read raises, which
+        # judges the versions before the markers, not the rows in the body's order.
+        return _read_tree(body, parse_time)
+
+
+def _read_items(items: list[tuple[str, ...]], parse_time: ParseTime) -> Listing:
+    """The page from the items of a body in the subset."""
+    versions: list[VersionEntry] = []
+    markers: list[VersionEntry] = []
+    top: dict[str, str] = {}
     for item in items:
         kind, key, vid, latest, modified, etag, size = item[:7]
         if not kind:
             top[item[-3]] = _unescape(item[-2])
             continue
         if not key or not modified:
-            incomplete = True
-            continue
+            raise _missing_field()
         if "&" in key:
             key = _unescape(key)
         if "&" in vid:
             vid = _unescape(vid)
+        if "&" in modified:  # before fromisoformat, which reads '...05.123456&amp;+02:00' as a time
+            modified = _unescape(modified)
         try:  # S3's form; ``parse_time`` for any other (below)
             when = _from_iso(modified)
         except ValueError:
@@ -210,11 +226,10 @@ def read_subset(body: bytes, parse_time: ParseTime) -> Listing | None:
         if "&" in etag:  # S3 writes &quot;...&quot;; any other entity: the general way
             quoted = etag.replace("&quot;", '"')
             etag = quoted if "&" not in quoted else _unescape(etag)
+        # An entity in Size: int() refuses it, and ElementTree's read judges the page (above).
         versions.append(
             _new(VersionEntry, (key, vid or "null", latest == "true", False, when, etag.strip('"'), int(size or 0)))
         )
-    if incomplete:
-        raise _missing_field()
     return _listing(versions + markers, top)
 
 

@@ -13,6 +13,7 @@ the body. S3's own shape, and the real servers' pages, take the fast read.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +23,7 @@ import pytest
 from bmxgc import listing_xml, s3
 from bmxgc.errors import ServiceError
 from servers import Bucket
-from test_listing_xml import BODIES, _botocore_rows
+from test_listing_xml import BODIES, _botocore_rows, _marker, _result, _version
 
 Outcome = tuple[str, Any]
 
@@ -242,3 +243,92 @@ def test_a_row_without_a_key_in_a_body_that_is_not_xml_is_left_to_botocore() -> 
     cut = body.rindex("</DeleteMarker>")  # after the row without a Key
     malformed = (body[:cut] + "<Junk>x</Jun>" + body[cut:]).encode()
     assert listing_xml.parse_listing(malformed, s3.parse_timestamp) is None
+
+
+# --------------------------------------------------------------------------- edge cases found by review
+def _any_outcome(read: Callable[[bytes, listing_xml.ParseTime], listing_xml.Listing | None], body: bytes) -> Outcome:
+    """``_outcome``, with any exception (a timestamp or a size that does not read) as its type and text."""
+    try:
+        return _outcome(read, body)
+    except Exception as exc:  # noqa: BLE001 - what is raised is what is compared
+        return (type(exc).__name__, str(exc))
+
+
+def _fast_is_elementtree_or_declines(body: bytes) -> Outcome:
+    fast = _any_outcome(listing_xml.read_subset, body)
+    tree = _any_outcome(listing_xml._read_tree, body)
+    assert fast in (("listing", None), tree), body
+    assert _any_outcome(listing_xml.parse_listing, body) == tree, body
+    return fast
+
+
+@pytest.mark.parametrize(
+    "namespace",
+    ["a}b", "http://www.w3.org/XML/1998/namespace", "http://www.w3.org/2000/xmlns/"],
+)
+def test_a_root_namespace_elementtree_refuses_is_not_read_by_the_fast_read(namespace: str) -> None:
+    """ElementTree (and botocore, which uses it) refuses a default namespace
+    holding '}' or naming one of XML's reserved namespaces: not a listing."""
+    for quote_char in "\"'":
+        body = BODIES["s3_url_encoded"].decode().replace(
+            'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"', f"xmlns={quote_char}{namespace}{quote_char}", 1
+        ).encode()
+        assert listing_xml._read_tree(body, s3.parse_timestamp) is None
+        assert _fast_is_elementtree_or_declines(body) == ("listing", None)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        # An entity in LastModified is resolved before the time is read, as ElementTree does.
+        ("<LastModified>2025-01-02T03:04:05.000Z</LastModified>", "<LastModified>2025-01-02T03:04:05&amp;Z</LastModified>"),
+        ("<LastModified>2025-01-02T03:04:05.000Z</LastModified>", "<LastModified>&apos;2025-01-02T03:04:05Z</LastModified>"),
+        ("<LastModified>2025-03-04T05:06:07.123Z</LastModified>", "<LastModified>2025-03-04T05:06:07&quot;Z</LastModified>"),
+        ("<Size>3</Size>", "<Size>&quot;3</Size>"),
+    ],
+)
+def test_entities_in_a_rows_time_and_size_read_as_elementtree_reads_them(change: tuple[str, str]) -> None:
+    body = BODIES["s3_url_encoded"].decode().replace(*change, 1).encode()
+    assert body != BODIES["s3_url_encoded"]
+    _fast_is_elementtree_or_declines(body)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        # ElementTree's read judges the versions first, then the markers: the
+        # version without a key is the error, not the marker's time.
+        [_marker("books/m").replace("2025-03-04T05:06:07.123Z", "nonsense"), _version("")],
+        [_marker("books/m").replace("2025-03-04T05:06:07.123Z", "nonsense"), _version("books/a", size="x")],
+        [_version("books/a", size="x"), _version("")],
+        [_marker(""), _version("books/a").replace("2025-01-02T03:04:05.000Z", "nonsense")],
+    ],
+)
+def test_a_page_with_two_bad_rows_raises_what_elementtrees_read_raises(rows: list[str]) -> None:
+    body = _result("".join(rows))
+    fast = _fast_is_elementtree_or_declines(body)
+    assert fast[0] != "listing"
+
+
+INSERTED = ["&amp;", "&quot;", "&apos;", "&lt;", "&gt;", "&amp;quot;", "]]&gt;", "]", "\t", "\n", " ", "\u00e9", "%20", "+", "\u0663"]
+NAMESPACES = ['xmlns="a}b"', "xmlns='x'", 'xmlns=""', 'xmlns = "\u00e9"', 'xmlns="http://www.w3.org/2000/xmlns/"']
+
+
+def test_generated_bodies_with_entities_and_spaces_in_any_text_read_as_elementtree_reads_them() -> None:
+    """Generated bodies with an entity, a space or a digit put into the text of
+    any element (a key, a time, a size, a marker) or between two elements, and
+    now and then another root namespace: the fast read gives ElementTree's
+    answer, its error included, or declines."""
+    rng = random.Random(13)
+    taken = 0
+    for _ in range(2500):
+        body = _body(rng).decode()
+        for _ in range(rng.randint(1, 4)):
+            places = [m.start() + 1 for m in re.finditer(r">", body)]
+            at = rng.choice(places[:-1] or places)
+            if rng.random() < 0.9:
+                body = body[:at] + rng.choice(INSERTED) + body[at:]
+            else:
+                body = body.replace('xmlns="http://s3.amazonaws.com/doc/2006-03-01/"', rng.choice(NAMESPACES), 1)
+        taken += _fast_is_elementtree_or_declines(body.encode()) != ("listing", None)
+    assert taken > 100, taken

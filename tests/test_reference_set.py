@@ -131,3 +131,41 @@ def test_near_misses_read_the_keys_again_only_when_some_reference_was_not_found(
         "books/d.webp",
         "books/e.webp",
     ]
+
+
+def test_digests_at_the_edges_of_buckets_and_slices_give_what_a_set_of_strings_gives() -> None:
+    """The KeySet's buckets (the first digest's top byte) and slices (its next
+    byte) hold every key, whatever its digest: the extremes of 64 bits, each
+    side of a slice boundary, and first digests shared by several keys. The
+    plan over three pages of rows is the plan a plain set of keys gives."""
+    import random
+
+    rng = random.Random(4)
+    edges = [-(2**63), 2**63 - 1, 0, -1, 1, 2**56, -(2**56), 2**56 - 1, -(2**56) - 1]
+    edges += [k * 2**48 + d for k in range(-(2**15), 2**15, 4099) for d in (-1, 0, 1) if -(2**63) <= k * 2**48 + d]
+    listed = [f"books/{i:05d}" for i in range(2500)]
+    referenced = set(rng.sample(listed, 900)) | {f"books/gone{i}" for i in range(40)} | {f"other/{i}" for i in range(30)}
+    first: dict[str, int] = {}
+    for key in sorted(set(listed) | referenced):
+        first[key] = rng.choice(edges) if rng.random() < 0.8 else rng.randrange(-(2**63), 2**63)
+    # Keys sharing a first digest: told apart by the second.
+    for key in rng.sample(sorted(first), 300):
+        first[key] = first[rng.choice(sorted(first))]
+    second = {key: at for at, key in enumerate(sorted(first))}
+    key_set = KeySet(digests=(first.__getitem__, second.__getitem__))
+    halves = sorted(referenced)
+    for index, keys in enumerate((halves[::2], halves[1::2], halves[:100])):  # keys named by two sources too
+        key_set.add_all(keys, index, "books/")
+    references = References(
+        sources=[SourceResult(f"s{i}", rows=1) for i in range(3)], key_set=key_set.freeze(), prefix="books/"
+    )
+    listing = [version(k) for k in listed] + [version(k, latest=False) for k in listed[:50]]
+    rng.shuffle(listing)
+    plan = _plan(listing, references, [_source("s0"), _source("s1"), _source("s2")])
+    assert [o.key for o in plan.orphans] == sorted(set(listed) - referenced)
+    s = plan.stats
+    under = {k for k in referenced if k.startswith("books/")}
+    assert (s.referenced_keys, s.referenced_found, s.dangling_references, s.referenced_outside_prefix) == (
+        len(referenced), len(referenced & set(listed)), len(under - set(listed)), len(referenced - under),
+    )
+    assert [references.source_name(k) for k in halves[:100]] == ["s2"] * 100
