@@ -13,7 +13,7 @@ from bmxgc.drift import KeyHistory
 from bmxgc.durations import format_duration, parse_duration
 from bmxgc.errors import ConfigError, GateRefused, Offence
 from bmxgc.model import FoundKeys, KeySet, ObjectVersion, Plan, PlanSummary, References, VersionEntry
-from bmxgc.planner import VOLUME_CAUSES, find_near_misses, matches_protect
+from bmxgc.planner import VOLUME_CAUSES, find_near_misses, matches_protect, pages_of
 
 
 @dataclass(frozen=True)
@@ -265,11 +265,11 @@ class LiveTally:
         return self.found_keys.count
 
     def observe(self, rows: Iterable[VersionEntry]) -> Iterator[VersionEntry]:
-        for row in rows:
-            if row.is_latest and not row.is_delete_marker:
-                self.objects += 1
-                self.found_keys.observe(row.key)
-            yield row
+        for page in pages_of(rows):  # the keys looked up a page at a time, as the planner does
+            current = [row.key for row in page if row.is_latest and not row.is_delete_marker]
+            self.objects += len(current)
+            self.found_keys.observe_all(current)
+            yield from page
 
     def figures(self, orphans: Sequence[ObjectVersion], live: Mapping[str, KeyHistory]) -> VolumeFigures:
         existing = 0

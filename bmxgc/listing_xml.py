@@ -8,21 +8,22 @@ the whole of it is in that subset (below), where what the expression captures
 is exactly what an XML parser gives; any other body (comments, CDATA, an
 entity other than XML's five, a character reference, an attribute below the
 root, a namespace prefix, a field written twice or as ``<Key/>``, CR, another
-encoding) is read by ElementTree (``_read_tree``), as before. Either way the result is
-botocore's, field for field (``tests/test_listing_xml.py`` holds both to
-botocore's parser; ``tests/test_listing_subset.py`` holds them to each other
-on thousands of generated bodies).
+encoding), or a row that does not read, is read by ElementTree
+(``_read_tree``), as before. Either way the result is botocore's, field for
+field (``tests/test_listing_xml.py`` holds both to botocore's parser;
+``tests/test_listing_subset.py`` holds them to each other on thousands of
+generated bodies).
 
-The subset: an optional ``<?xml version=... encoding="UTF-8"?>``, the root
+The subset: an optional ``<?xml version=... encoding="UTF-8"?>``; the root
 ``<ListVersionsResult>`` with at most an ``xmlns`` attribute (one ElementTree
-takes: no ``}``, not a namespace XML reserves), then, between
-XML whitespace, top-level elements holding text only (or empty, ``<KeyMarker/>``
-or ``<KeyMarker />``),
-and ``Version`` and ``DeleteMarker`` elements whose children hold text only
-or, one level deeper, elements holding text only (``Owner``, ``RestoreStatus``);
-the six fields bmxgc reads are written once, never as ``<Field/>``. Text
-holds no ``<``, no entity but XML's five (``&quot;``, ``&amp;``, ...), no
-carriage return, and no character XML forbids; the body decodes as UTF-8.
+takes: no ``}``, not a namespace XML reserves); then, between XML whitespace,
+top-level elements holding text only (or empty: ``<KeyMarker/>``,
+``<KeyMarker />``), and ``Version`` and ``DeleteMarker`` elements whose
+children hold text only or, one level deeper, elements holding text only
+(``Owner``, ``RestoreStatus``); the six fields bmxgc reads are written once,
+never as ``<Field/>``. Text holds no ``<``, no entity but XML's five
+(``&quot;``, ``&amp;``, ...), no carriage return, and no character XML
+forbids; the body decodes as UTF-8.
 """
 
 from __future__ import annotations

@@ -610,21 +610,7 @@ class KeySet:
 
     def index(self, key: str) -> int:
         """``key``'s entry, 0 to len - 1, or -1 if no entry has its digests."""
-        hi = self._first(key)
-        bucket = (hi >> 56) + 128
-        his, slices = self._hi[bucket], self._slices
-        at = bucket * _SLICE + (hi >> 48 & 255)
-        end = slices[at + 1]
-        at = bisect_left(his, hi, slices[at], end)
-        if at == end or his[at] != hi:
-            return -1
-        los = self._lo[bucket]
-        lo = self._second(key)
-        while at < end and his[at] == hi:
-            if los[at] == lo:
-                return self._base[bucket] + at
-            at += 1
-        return -1
+        return self.indexes((key,))[0]
 
     def indexes(self, keys: Iterable[str]) -> list[int]:
         """``index`` of each key (a listing's page at a time: one call, not one per key)."""
@@ -681,25 +667,14 @@ class FoundKeys:
         """Distinct referenced keys found."""
         return self.flags.count(1)
 
-    def observe(self, key: str) -> bool:
-        """Whether ``key`` is referenced; remember it was found."""
-        at = self.keys.index(key)
-        if at < 0:
-            return False
-        self.flags[at] = 1
-        return True
-
     def observe_all(self, keys: Sequence[str]) -> list[bool]:
-        """``observe`` of each key, in one call."""
+        """Whether each key is referenced; remember the ones found (a page at a time)."""
+        found = self.keys.indexes(keys)
         flags = self.flags
-        referenced = []
-        for at in self.keys.indexes(keys):
+        for at in found:
             if at >= 0:
                 flags[at] = 1
-                referenced.append(True)
-            else:
-                referenced.append(False)
-        return referenced
+        return [at >= 0 for at in found]
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):

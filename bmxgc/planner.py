@@ -135,7 +135,7 @@ def build_plan(
     folder = context.prefix if context.prefix.endswith("/") else context.prefix + "/"
     beyond = 0
     beyond_sample: list[str] = []
-    for rows in _pages(listing):
+    for rows in pages_of(listing):
         versions += len(rows)
         current = [obj for obj in rows if obj.is_latest and not obj.is_delete_marker]
         scanned += len(current)
@@ -286,7 +286,7 @@ _size_of = attrgetter("size")
 PAGE = 1000  # rows judged together: S3's page
 
 
-def _pages(listing: Iterable[VersionEntry]) -> Iterator[list[VersionEntry]]:
+def pages_of(listing: Iterable[VersionEntry]) -> Iterator[list[VersionEntry]]:
     """The listing's rows in lists of ``PAGE`` (the last one shorter)."""
     rows = iter(listing)
     while page := list(islice(rows, PAGE)):

@@ -229,7 +229,7 @@ def read_references(
         for index, source in enumerate(sources):
             result = SourceResult(name=source.name)
             for batch in _value_batches(conn, source, result, progress, timeouts):
-                keys.add_all(_expanded_batch(batch, source.keys), index, prefix)
+                keys.add_all(_expanded(batch, source.keys), index, prefix)
             results.append(result)
     return References(
         sources=results, key_set=keys.freeze(), prefix=prefix, reread=lambda: _read_again(url, sources, timeouts)
@@ -255,32 +255,16 @@ def stream_references(
     with _connected(url, timeouts) as conn:
         for source in sources:
             result = SourceResult(name=source.name)
-            batch: list[str] = []
-            for key in _expanded(_values(conn, source, result, progress, timeouts), source.keys):
-                batch.append(key)
-                if len(batch) >= STREAM_ROWS:
-                    sink(source.name, batch)
-                    batch = []
-            if batch:
-                sink(source.name, batch)
+            for batch in _value_batches(conn, source, result, progress, timeouts):
+                keys = _expanded(batch, source.keys)
+                for at in range(0, len(keys), STREAM_ROWS):
+                    sink(source.name, keys[at : at + STREAM_ROWS])
             results.append(result)
     return References(sources=results)
 
 
-def _expanded(values: Iterable[str], templates: Sequence[str]) -> Iterator[str]:
-    """Each value through each template (``expand``), one key at a time."""
-    if len(templates) == 1:
-        head, _, tail = templates[0].partition("{value}")
-        if "{value}" not in tail:
-            for value in values:
-                yield head + value + tail
-            return
-    for value in values:
-        yield from expand(value, templates)
-
-
-def _expanded_batch(values: list[str], templates: Sequence[str]) -> list[str]:
-    """``_expanded`` of a list of values, as a list."""
+def _expanded(values: list[str], templates: Sequence[str]) -> list[str]:
+    """Each value through each template (``expand``): the keys they keep alive."""
     if len(templates) == 1:
         head, _, tail = templates[0].partition("{value}")
         if "{value}" not in tail:
@@ -292,22 +276,16 @@ def _read_again(url: str, sources: Sequence[ReferenceSource], timeouts: Database
     """Every (source index, key), the queries run again and streamed."""
     with _connected(url, timeouts) as conn:
         for index, source in enumerate(sources):
-            for key in _expanded(_values(conn, source, SourceResult(name=source.name), None, timeouts), source.keys):
-                yield index, key
-
-
-def _values(
-    conn: Connection, source: ReferenceSource, result: SourceResult, progress: Progress | None, timeouts: DatabaseSettings
-) -> Iterator[str]:
-    """The source's values, streamed; NULL and empty ones counted in ``result``, not given."""
-    for batch in _value_batches(conn, source, result, progress, timeouts):
-        yield from batch
+            for batch in _value_batches(conn, source, SourceResult(name=source.name), None, timeouts):
+                for key in _expanded(batch, source.keys):
+                    yield index, key
 
 
 def _value_batches(
     conn: Connection, source: ReferenceSource, result: SourceResult, progress: Progress | None, timeouts: DatabaseSettings
 ) -> Iterator[list[str]]:
-    """``_values`` in lists of up to ``STREAM_ROWS`` (checked and counted a list at a time)."""
+    """The source's values, streamed in lists of up to ``STREAM_ROWS``; NULL
+    and empty ones counted in ``result``, not given (a list checked and counted at a time)."""
     try:
         with conn.begin():
             rows = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(

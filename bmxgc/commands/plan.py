@@ -58,13 +58,9 @@ def plan(
     inventory = inventory or config.inventory.manifest
     if inventory is not None:
         check_inventory_url(inventory)
-        client = s3.client_for(config.s3, client)
-        # The report is checked before the database is read: a wrong report fails fast.
-        manifest = find_manifest(client, inventory, config.s3.bucket)
-        references = None
-    else:
-        references = None
-        client = s3.client_for(config.s3, client)
+    client = s3.client_for(config.s3, client)
+    # An inventory's report is checked before the database is read: a wrong report fails fast.
+    manifest = None if inventory is None else find_manifest(client, inventory, config.s3.bucket)
     bucket, prefix = config.s3.bucket, config.s3.prefix
     versioning = s3.versioning_status(client, bucket)
     undo_days = s3.noncurrent_expiry_days(client, bucket, prefix)
@@ -77,7 +73,7 @@ def plan(
         undo_window_days=undo_days,
         previous=previous_plan(store, bucket, prefix),
     )
-    if inventory is not None:
+    if manifest is not None:
         result = plan_from_inventory(
             config, manifest, client, database_url, context, now or utc_now(), _stage(progress, "querying")
         )
